@@ -1,0 +1,54 @@
+# A newcomer's two commands: `make demo` and `make test`. Everything installs into .venv.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# GPU users: make demo TORCH_SPEC='torch==2.13.0 --index-url <your CUDA wheel index>'
+TORCH_SPEC ?= torch==2.13.0
+DATA_DIR ?= $(HOME)/.stalwart
+PORT ?= 8080
+PYTEST_ARGS ?=
+PYTEST_WORKERS ?= 2
+
+.PHONY: demo test install test-deps lint format down status clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python harness/pyproject.toml master/pyproject.toml agent/pyproject.toml
+	$(BIN)/pip install --quiet $(TORCH_SPEC)
+	$(BIN)/pip install --quiet -e harness -e master -e agent
+	touch $@
+
+$(VENV)/.test-deps: $(VENV)/.installed requirements-test.txt
+	$(BIN)/pip install --quiet -r requirements-test.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+test-deps: $(VENV)/.test-deps
+
+## make demo: install, start a local cluster (embedded PostgreSQL + Redis, master, Celery worker).
+demo: install
+	$(BIN)/stalwart deploy local up --data-dir $(DATA_DIR) --port $(PORT)
+
+## make test: install what tests need, lint, then run the whole suite.
+test: test-deps
+	$(BIN)/ruff check .
+	$(BIN)/pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+
+lint: test-deps
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: test-deps
+	$(BIN)/ruff format .
+
+down:
+	$(BIN)/stalwart deploy local down --data-dir $(DATA_DIR)
+
+status:
+	$(BIN)/stalwart deploy local status --data-dir $(DATA_DIR)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

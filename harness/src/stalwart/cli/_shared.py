@@ -1,0 +1,85 @@
+"""What every command module shares: the master URL, the client, and the two output shapes.
+
+Tables go through rich; ``--json`` prints the master's own JSON and nothing else, so scripts can
+pipe it into ``jq``. rich is imported only when a table is drawn.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any
+
+import typer
+
+from stalwart.client import Client
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON to stdout instead of a table.")]
+
+
+@dataclass
+class CliState:
+    """Options given before the command (``stalwart -m URL ...``), kept on the root context."""
+
+    master: str
+
+
+def state(ctx: typer.Context) -> CliState:
+    obj = ctx.find_root().obj
+    if not isinstance(obj, CliState):  # a sub-app invoked on its own, as some tests do
+        from stalwart.client import auth
+
+        obj = CliState(master=auth.resolve_master(None))
+    return obj
+
+
+def client(ctx: typer.Context) -> Client:
+    """A client for the chosen master with the token from $STALWART_TOKEN or the cache."""
+    c = Client(state(ctx).master)
+    ctx.call_on_close(c.close)
+    return c
+
+
+def print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+def fmt_time(value: datetime | None) -> str:
+    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value else ""
+
+
+def fmt_size(size: int) -> str:
+    amount = float(size)
+    for unit in ("B", "KiB", "MiB"):
+        if amount < 1024 or unit == "MiB":
+            return f"{amount:.0f} {unit}" if unit == "B" else f"{amount:.1f} {unit}"
+        amount /= 1024
+    return f"{amount:.1f} GiB"
+
+
+def print_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, caption: str | None = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(*columns, caption=caption, box=None, header_style="bold", pad_edge=False)
+    for row in rows:
+        # Text() so user data such as a "[red]" label is shown, not interpreted as rich markup.
+        table.add_row(*(Text("" if cell is None else str(cell)) for cell in row))
+    Console().print(table)
+
+
+def print_fields(fields: Mapping[str, Any]) -> None:
+    """A two-column "field  value" view of one object."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(box=None, show_header=False, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    for key, value in fields.items():
+        table.add_row(key, Text("" if value is None else str(value)))
+    Console().print(table)

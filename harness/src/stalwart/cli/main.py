@@ -1,0 +1,69 @@
+"""The ``stalwart`` / ``stw`` entry point: global options and the command groups.
+
+Kept cheap to import (no httpx, rich or YAML at module level) so ``stalwart --help`` and shell
+completion answer at once; those load when a command actually needs them.
+"""
+
+
+from typing import Annotated
+
+import typer
+
+from stalwart.cli import deploy, experiment, master, user
+from stalwart.cli._errors import CliGroup
+from stalwart.cli._shared import CliState
+from stalwart.client import auth
+
+app = typer.Typer(
+    name="stalwart",
+    cls=CliGroup,
+    help="Stalwart: train deep-learning models on your cluster.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+# det-style short aliases are the same groups registered again under a hidden name.
+for _group, _name, _alias in (
+    (experiment.app, "experiment", "e"),
+    (user.app, "user", "u"),
+):
+    app.add_typer(_group, name=_name)
+    app.add_typer(_group, name=_alias, hidden=True)
+app.add_typer(master.app, name="master")
+app.add_typer(deploy.app, name="deploy")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from stalwart import __version__
+
+        typer.echo(f"stalwart {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    master_url: Annotated[
+        str | None,
+        typer.Option(
+            "--master",
+            "-m",
+            help=f"Master URL (env STALWART_MASTER; default {auth.DEFAULT_MASTER}).",
+            show_default=False,
+        ),
+    ] = None,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
+) -> None:
+    """Stalwart: train deep-learning models on your cluster."""
+    ctx.obj = CliState(master=auth.resolve_master(master_url))
+
+
+def main() -> None:
+    """Console-script entry point for ``stalwart`` and ``stw``."""
+    app()

@@ -1,0 +1,445 @@
+"""``Client``: one typed method per route of the master's REST API (docs/api.md)."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Collection, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Literal
+
+from stalwart.client import auth
+from stalwart.client._http import HTTPSession
+from stalwart.client.errors import DigestMismatch, WaitTimeout
+from stalwart.client.models import (
+    TERMINAL_STATES,
+    Context,
+    ContextUpload,
+    Experiment,
+    ExperimentPage,
+    Login,
+    MasterInfo,
+    User,
+)
+
+if TYPE_CHECKING:
+    import httpx
+
+__all__ = ["Client"]
+
+OrderBy = Literal["id", "name", "state", "created_at", "ended_at"]
+
+
+class Client:
+    """A connection to one master.
+
+    ``master`` defaults to ``$STALWART_MASTER`` or http://127.0.0.1:8080; ``token`` to
+    ``$STALWART_TOKEN`` or the token ``stalwart user login`` cached for that master. Calls that
+    need a token raise ``NotLoggedIn`` when there is none. Use it as a context manager (or call
+    ``close()``) to release pooled connections.
+
+    Example::
+
+        from stalwart.client import Client
+
+        with Client("http://master:8080") as client:
+            for exp in client.list_experiments(states=["ACTIVE"]).items:
+                print(exp.id, exp.name)
+    """
+
+    def __init__(
+        self,
+        master: str | None = None,
+        *,
+        token: str | None = None,
+        timeout: float = 30.0,
+        retries: int = 3,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.master = auth.resolve_master(master)
+        if token is None:
+            cached = auth.resolve_token(self.master)
+            token = cached.token if cached else None
+        self._session = HTTPSession(
+            self.master, token=token, timeout=timeout, retries=retries, transport=transport
+        )
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release pooled connections."""
+        self._session.close()
+
+    @property
+    def token(self) -> str | None:
+        """The bearer token sent with each call (None when not logged in)."""
+        return self._session.token
+
+    @token.setter
+    def token(self, value: str | None) -> None:
+        self._session.token = value
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self._session.request(method, path, **kwargs).json()
+
+    # --- master -------------------------------------------------------------------------------
+
+    def master_info(self) -> MasterInfo:
+        """Version, cluster id and name; works without logging in.
+
+        Example::
+
+            print(Client().master_info().cluster_name)
+        """
+        return MasterInfo.from_json(self._json("GET", "/api/v1/master", auth=False))
+
+    def experiment_schema(self) -> dict[str, Any]:
+        """The JSON Schema of the experiment config, e.g. for editor completion.
+
+        Example::
+
+            schema = Client().experiment_schema()
+            print(sorted(schema["properties"]))
+        """
+        result: dict[str, Any] = self._json("GET", "/api/v1/schemas/experiment")
+        return result
+
+    # --- auth and users -----------------------------------------------------------------------
+
+    def login(self, username: str, password: str) -> Login:
+        """Exchange a password for a token; later calls on this client use it.
+
+        The token is not cached on disk; ``auth.save_token`` does that (as ``stalwart user login``).
+
+        Example::
+
+            client = Client("http://master:8080")
+            client.login("admin", "secret")
+            print(client.me().username)
+        """
+        body = {"username": username, "password": password}
+        login = Login.from_json(self._json("POST", "/api/v1/auth/login", json=body, auth=False))
+        self.token = login.token
+        return login
+
+    def logout(self) -> None:
+        """Revoke the token in use on the master and forget it on this client.
+
+        Example::
+
+            Client().logout()
+        """
+        self._session.request("POST", "/api/v1/auth/logout")
+        self.token = None
+
+    def me(self) -> User:
+        """The user the token belongs to.
+
+        Example::
+
+            print(Client().me().admin)
+        """
+        return User.from_json(self._json("GET", "/api/v1/me"))
+
+    def list_users(self) -> list[User]:
+        """Every user account.
+
+        Example::
+
+            names = [u.username for u in Client().list_users()]
+        """
+        return [User.from_json(item) for item in self._json("GET", "/api/v1/users")]
+
+    def create_user(self, username: str, password: str, *, admin: bool = False) -> User:
+        """Create an account (admins only); ``ConflictError`` if the name is taken.
+
+        Example::
+
+            Client().create_user("alice", "a long passphrase", admin=False)
+        """
+        body = {"username": username, "password": password, "admin": admin}
+        return User.from_json(self._json("POST", "/api/v1/users", json=body))
+
+    # --- contexts -----------------------------------------------------------------------------
+
+    def context_exists(self, sha256: str) -> bool:
+        """Whether the master already stores the context with this digest.
+
+        Example::
+
+            Client().context_exists("9f86d08...")
+        """
+        response = self._session.request("HEAD", f"/api/v1/contexts/{sha256}", ok=(404,))
+        return response.status_code != 404
+
+    def upload_context(self, data: bytes) -> ContextUpload:
+        """Store a gzip'd tar of model code, skipping the upload if the master has these bytes.
+
+        Example::
+
+            from stalwart.context import build_context
+
+            up = Client().upload_context(build_context(Path("model_dir")))
+            print(up.sha256, up.uploaded)
+        """
+        sha256 = hashlib.sha256(data).hexdigest()
+        if self.context_exists(sha256):
+            return ContextUpload(sha256=sha256, size=len(data), uploaded=False)
+        context = Context.from_json(
+            self._json(
+                "POST",
+                "/api/v1/contexts",
+                content=data,
+                headers={"Content-Type": "application/gzip"},
+            )
+        )
+        return ContextUpload(sha256=context.sha256, size=context.size, uploaded=True, context=context)
+
+    def download_context(self, sha256: str) -> bytes:
+        """The context tarball, checked against its digest (``DigestMismatch`` if it differs).
+
+        Example::
+
+            data = Client().download_context(exp.context_sha256)
+        """
+        data = self._session.request(
+            "GET", f"/api/v1/contexts/{sha256}", headers={"Accept": "application/gzip"}
+        ).content
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != sha256.lower():
+            raise DigestMismatch(f"context {sha256}: the downloaded bytes hash to {actual}")
+        return data
+
+    # --- experiments --------------------------------------------------------------------------
+
+    def create_experiment(
+        self,
+        config: str | Mapping[str, Any],
+        *,
+        context: str | None = None,
+        paused: bool = False,
+        parent_id: int | None = None,
+    ) -> Experiment:
+        """Submit an experiment; ``config`` is YAML text (kept verbatim) or a mapping.
+
+        ``context`` is the SHA-256 of an uploaded context (see ``upload_context``).
+
+        Example::
+
+            up = client.upload_context(build_context(Path("mnist")))
+            exp = client.create_experiment(Path("mnist/const.yaml").read_text(), context=up.sha256)
+        """
+        if not isinstance(config, str):
+            import yaml
+
+            config = yaml.safe_dump(dict(config), sort_keys=False)
+        body = {"config": config, "context": context, "paused": paused, "parent_id": parent_id}
+        return Experiment.from_json(self._json("POST", "/api/v1/experiments", json=body))
+
+    def list_experiments(
+        self,
+        *,
+        states: Iterable[str] | None = None,
+        labels: Iterable[str] | None = None,
+        name: str | None = None,
+        owner: str | None = None,
+        archived: bool | None = None,
+        order_by: OrderBy | None = None,
+        order: Literal["asc", "desc"] | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> ExperimentPage:
+        """One page of experiments; every given filter must match (``labels``: all of them).
+
+        ``name`` matches a substring, case-insensitively; ``archived=None`` means both.
+
+        Example::
+
+            page = Client().list_experiments(states=["ACTIVE", "PAUSED"], labels=["nightly"])
+        """
+        params: dict[str, Any] = {
+            "state": [str(s) for s in states or ()],
+            "label": list(labels or ()),
+            "name": name,
+            "owner": owner,
+            "archived": archived,
+            "order_by": order_by,
+            "order": order,
+            "limit": limit,
+            "offset": offset,
+        }
+        return ExperimentPage.from_json(self._json("GET", "/api/v1/experiments", params=params))
+
+    def iter_experiments(self, *, page_size: int = 100, **filters: Any) -> Iterator[Experiment]:
+        """Every matching experiment, fetching pages as needed; takes ``list_experiments`` filters.
+
+        Example::
+
+            ids = [exp.id for exp in Client().iter_experiments(owner="alice")]
+        """
+        offset = int(filters.pop("offset", None) or 0)
+        while True:
+            page = self.list_experiments(limit=page_size, offset=offset, **filters)
+            yield from page.items
+            offset += len(page.items)
+            if not page.items or offset >= page.total:
+                return
+
+    def get_experiment(self, experiment_id: int) -> Experiment:
+        """One experiment, including ``original_config``.
+
+        Example::
+
+            print(Client().get_experiment(7).original_config)
+        """
+        return Experiment.from_json(self._json("GET", f"/api/v1/experiments/{experiment_id}"))
+
+    def patch_experiment(
+        self,
+        experiment_id: int,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        labels: Iterable[str] | None = None,
+    ) -> Experiment:
+        """Change name, description or the whole label list; None leaves a field as it is.
+
+        Example::
+
+            Client().patch_experiment(7, name="resnet-baseline", labels=["baseline"])
+        """
+        body: dict[str, Any] = {}
+        if name is not None:
+            body["name"] = name
+        if description is not None:
+            body["description"] = description
+        if labels is not None:
+            body["labels"] = list(labels)
+        return Experiment.from_json(self._json("PATCH", f"/api/v1/experiments/{experiment_id}", json=body))
+
+    def add_experiment_label(self, experiment_id: int, label: str) -> Experiment:
+        """Add one label, keeping the others (a no-op if it is already there).
+
+        Read-modify-write: two clients editing labels of one experiment at once may lose one edit.
+
+        Example::
+
+            Client().add_experiment_label(7, "keep")
+        """
+        exp = self.get_experiment(experiment_id)
+        if label in exp.labels:
+            return exp
+        return self.patch_experiment(experiment_id, labels=[*exp.labels, label])
+
+    def remove_experiment_label(self, experiment_id: int, label: str) -> Experiment:
+        """Remove one label if present, keeping the others.
+
+        Example::
+
+            Client().remove_experiment_label(7, "keep")
+        """
+        exp = self.get_experiment(experiment_id)
+        if label not in exp.labels:
+            return exp
+        return self.patch_experiment(experiment_id, labels=[x for x in exp.labels if x != label])
+
+    def _verb(self, experiment_id: int, verb: str) -> Experiment:
+        return Experiment.from_json(self._json("POST", f"/api/v1/experiments/{experiment_id}/{verb}"))
+
+    def pause_experiment(self, experiment_id: int) -> Experiment:
+        """Pause: running trials checkpoint and stop; ``InvalidTransitionError`` unless ACTIVE/PAUSED.
+
+        Example::
+
+            Client().pause_experiment(7).state  # "PAUSED"
+        """
+        return self._verb(experiment_id, "pause")
+
+    def activate_experiment(self, experiment_id: int) -> Experiment:
+        """Resume a paused experiment.
+
+        Example::
+
+            Client().activate_experiment(7)
+        """
+        return self._verb(experiment_id, "activate")
+
+    def cancel_experiment(self, experiment_id: int) -> Experiment:
+        """Stop gracefully: trials checkpoint, then the experiment ends CANCELED.
+
+        Example::
+
+            Client().cancel_experiment(7).state  # "STOPPING_CANCELED"
+        """
+        return self._verb(experiment_id, "cancel")
+
+    def kill_experiment(self, experiment_id: int) -> Experiment:
+        """Stop now without checkpointing; ends CANCELED.
+
+        Example::
+
+            Client().kill_experiment(7)
+        """
+        return self._verb(experiment_id, "kill")
+
+    def archive_experiment(self, experiment_id: int) -> Experiment:
+        """Hide a finished experiment from default listings.
+
+        Example::
+
+            Client().archive_experiment(7).archived  # True
+        """
+        return self._verb(experiment_id, "archive")
+
+    def unarchive_experiment(self, experiment_id: int) -> Experiment:
+        """Undo ``archive_experiment``.
+
+        Example::
+
+            Client().unarchive_experiment(7)
+        """
+        return self._verb(experiment_id, "unarchive")
+
+    def delete_experiment(self, experiment_id: int) -> Experiment:
+        """Start deleting a finished experiment; it answers DELETING, then ``get`` raises NotFound.
+
+        Example::
+
+            Client().delete_experiment(7).state  # "DELETING"
+        """
+        return Experiment.from_json(self._json("DELETE", f"/api/v1/experiments/{experiment_id}"))
+
+    def wait_for_experiment(
+        self,
+        experiment_id: int,
+        states: Collection[str] = TERMINAL_STATES,
+        *,
+        timeout: float | None = None,
+        poll: float = 2.0,
+    ) -> Experiment:
+        """Poll until the experiment is in one of ``states`` (default: any terminal state).
+
+        Also returns once the experiment is terminal, since it will not move on by itself.
+        Raises ``WaitTimeout`` (carrying the last state seen) when ``timeout`` seconds pass.
+
+        Example::
+
+            exp = Client().wait_for_experiment(7, timeout=3600)
+            print(exp.state)
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        wanted = {str(s) for s in states}
+        while True:
+            exp = self.get_experiment(experiment_id)
+            if exp.state in wanted or exp.terminal:
+                return exp
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise WaitTimeout(exp, timeout or 0.0)
+                time.sleep(min(poll, remaining))
+            else:
+                time.sleep(poll)

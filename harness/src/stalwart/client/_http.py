@@ -1,0 +1,152 @@
+"""The one HTTP wrapper every SDK call goes through: base URL, bearer token, timeouts, retries.
+
+Only idempotent reads (GET, HEAD) are retried, and only when the connection itself failed; a
+POST that may have reached the master is never sent twice. httpx is imported on first use so
+importing the SDK (and running ``stalwart --help``) stays fast.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from stalwart.client.errors import MasterUnreachable, NotLoggedIn, error_from_response
+
+if TYPE_CHECKING:
+    import httpx
+
+_IDEMPOTENT = frozenset({"GET", "HEAD"})
+Params = Mapping[str, str | int | bool | Sequence[str]]
+
+
+class HTTPSession:
+    """A connection pool to one master, carrying its token."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        token: str | None = None,
+        timeout: float = 30.0,
+        retries: int = 3,
+        backoff: float = 0.25,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self._transport = transport
+        self._client: httpx.Client | None = None
+
+    def _http(self) -> httpx.Client:
+        if self._client is None:
+            import httpx
+
+            from stalwart import __version__
+
+            self._client = httpx.Client(
+                base_url=self.base_url,
+                timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 10.0)),
+                headers={"User-Agent": f"stalwart-sdk/{__version__}", "Accept": "application/json"},
+                transport=self._transport,
+            )
+        return self._client
+
+    def close(self) -> None:
+        """Close pooled connections; the session reopens them if used again."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Params | None = None,
+        json: Any = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        auth: bool = True,
+        ok: Sequence[int] = (),
+    ) -> httpx.Response:
+        """Send one request and return the response, or raise the matching ``StalwartError``.
+
+        Any 2xx is success; statuses in ``ok`` are also returned as is (e.g. the 404 of a HEAD
+        that only asks whether something exists).
+        """
+        import httpx
+
+        method = method.upper()
+        all_headers = dict(headers or {})
+        if auth:
+            if not self.token:
+                raise NotLoggedIn(self.base_url)
+            all_headers["Authorization"] = f"Bearer {self.token}"
+        attempts = 1 + (self.retries if method in _IDEMPOTENT else 0)
+        for attempt in range(attempts):
+            try:
+                response = self._http().request(
+                    method,
+                    path,
+                    params=_flatten(params),
+                    json=json,
+                    content=content,
+                    headers=all_headers,
+                )
+                break
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as exc:
+                # The master restarting or a flaky network; only safe to repeat for reads.
+                if attempt + 1 >= attempts:
+                    raise MasterUnreachable(self.base_url, _reason(exc)) from exc
+                time.sleep(self.backoff * 2**attempt)
+            except httpx.TransportError as exc:
+                raise MasterUnreachable(self.base_url, _reason(exc)) from exc
+        if response.is_success or response.status_code in ok:
+            return response
+        raise error_from_response(
+            response.status_code,
+            response.reason_phrase,
+            _body(response),
+            method=method,
+            url=str(response.request.url),
+        )
+
+
+def _flatten(params: Params | None) -> list[tuple[str, Any]] | None:
+    # httpx repeats list values, which is how the master takes `state` and `label`; drop Nones and
+    # spell booleans the way the master parses them.
+    if params is None:
+        return None
+    pairs: list[tuple[str, Any]] = []
+    for key, value in params.items():
+        values = value if isinstance(value, list | tuple) else [value]
+        for item in values:
+            if item is None:
+                continue
+            pairs.append((key, str(item).lower() if isinstance(item, bool) else str(item)))
+    return pairs
+
+
+def _body(response: httpx.Response) -> Any:
+    if not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        return response.text
+
+
+def _reason(exc: Exception) -> str:
+    import httpx
+
+    if isinstance(exc, httpx.TimeoutException):
+        return f"no answer within the timeout ({type(exc).__name__})"
+    text = str(exc).strip()
+    # httpx wraps OS errors as "[Errno 111] Connection refused"; the errno helps nobody reading a CLI.
+    if text.startswith("[Errno") and "]" in text:
+        text = text.split("]", 1)[1].strip()
+    return text or type(exc).__name__

@@ -1,0 +1,3 @@
+from stalwart_master.cli import main
+
+main()

@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from stalwart_master.api.deps import SessionDep, SettingsDep, require_token
+from stalwart_master.contexts.archive import check_content_length, receive_context
+from stalwart_master.schemas.common import problem_responses
+from stalwart_master.schemas.contexts import ContextOut
+from stalwart_master.services import contexts as contexts_service
+
+router = APIRouter(
+    prefix="/api/v1/contexts",
+    tags=["contexts"],
+    dependencies=[require_token],
+    responses=problem_responses(401),
+)
+Sha256 = Annotated[str, Path(pattern=r"^[0-9a-f]{64}$")]
+
+
+@router.post(
+    "",
+    response_model=ContextOut,
+    status_code=201,
+    responses=problem_responses(400, 413, 415),
+    openapi_extra={
+        "requestBody": {"content": {"application/gzip": {"schema": {"type": "string", "format": "binary"}}}}
+    },
+)
+async def upload_context(
+    request: Request, response: Response, session: SessionDep, settings: SettingsDep
+) -> ContextOut:
+    """Stream a tar.gz in; refuse it as soon as it is too big, before reading the rest."""
+    limit = settings.limits.max_context_bytes
+    check_content_length(request.headers.get("content-length"), limit)
+    archive, content = await receive_context(request.stream(), max_bytes=limit)
+
+    def store() -> tuple[ContextOut, bool]:
+        context, created = contexts_service.store_context(session, archive, content)
+        session.commit()
+        return ContextOut.model_validate(context), created
+
+    out, created = await run_in_threadpool(store)
+    response.status_code = 201 if created else 200
+    return out
+
+
+@router.get("/{sha256}", response_class=Response, responses={200: {"content": {"application/gzip": {}}}})
+def download_context(sha256: Sha256, session: SessionDep) -> Response:
+    context = contexts_service.get_context(session, sha256, with_content=True)
+    return Response(
+        content=context.content,
+        media_type="application/gzip",
+        headers={"Content-Disposition": f'attachment; filename="{sha256}.tar.gz"'},
+    )
+
+
+@router.head("/{sha256}", response_class=Response)
+def context_exists(sha256: Sha256, session: SessionDep) -> Response:
+    context = contexts_service.get_context(session, sha256)
+    return Response(headers={"Content-Length": "0", "X-Context-Size": str(context.size)})

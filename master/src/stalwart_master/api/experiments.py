@@ -1,0 +1,136 @@
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Path, Query, status
+
+from stalwart_master.api.deps import CurrentUser, SessionDep, SettingsDep, require_token
+from stalwart_master.jobs import enqueue_experiment_deletion
+from stalwart_master.schemas.common import Page, problem_responses
+from stalwart_master.schemas.experiments import (
+    ExperimentCreate,
+    ExperimentDetail,
+    ExperimentOut,
+    ExperimentPatch,
+)
+from stalwart_master.services import experiments as experiments_service
+from stalwart_master.services.experiments import ExperimentFilter, OrderBy
+from stalwart_master.services.states import ExperimentState
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(
+    prefix="/api/v1/experiments",
+    tags=["experiments"],
+    dependencies=[require_token],
+    responses=problem_responses(401, 404),
+)
+ExperimentId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+
+
+@router.post(
+    "",
+    response_model=ExperimentDetail,
+    status_code=status.HTTP_201_CREATED,
+    responses=problem_responses(400, 413, 422),
+)
+def create_experiment(
+    body: ExperimentCreate, user: CurrentUser, session: SessionDep, settings: SettingsDep
+) -> ExperimentDetail:
+    experiment = experiments_service.create_experiment(
+        session,
+        user,
+        body.config,
+        context_sha256=body.context,
+        paused=body.paused,
+        parent_id=body.parent_id,
+        defaults=settings.effective_experiment_defaults(),
+        max_config_bytes=settings.limits.max_config_bytes,
+    )
+    session.commit()
+    return ExperimentDetail.model_validate(experiment)
+
+
+@router.get("", response_model=Page[ExperimentOut], responses=problem_responses(422))
+def list_experiments(
+    session: SessionDep,
+    settings: SettingsDep,
+    state: Annotated[list[ExperimentState], Query()] = [],  # noqa: B006 (FastAPI copies defaults)
+    label: Annotated[list[str], Query()] = [],  # noqa: B006
+    name: Annotated[str | None, Query(max_length=256)] = None,
+    owner: Annotated[str | None, Query(max_length=128)] = None,
+    archived: bool | None = None,
+    order_by: OrderBy = "id",
+    order: Literal["asc", "desc"] = "desc",
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+) -> Page[ExperimentOut]:
+    flt = ExperimentFilter(
+        states=state,
+        labels=label,
+        name=name,
+        owner=owner,
+        archived=archived,
+        order_by=order_by,
+        descending=order == "desc",
+        limit=min(limit, settings.limits.max_page_limit),
+        offset=offset,
+    )
+    items, total = experiments_service.list_experiments(session, flt)
+    return Page[ExperimentOut](
+        items=[ExperimentOut.model_validate(e) for e in items], total=total, limit=flt.limit, offset=offset
+    )
+
+
+@router.get("/{experiment_id}", response_model=ExperimentDetail)
+def get_experiment(experiment_id: ExperimentId, session: SessionDep) -> ExperimentDetail:
+    return ExperimentDetail.model_validate(experiments_service.get_experiment(session, experiment_id))
+
+
+@router.patch("/{experiment_id}", response_model=ExperimentDetail, responses=problem_responses(403, 409, 422))
+def patch_experiment(
+    experiment_id: ExperimentId, body: ExperimentPatch, user: CurrentUser, session: SessionDep
+) -> ExperimentDetail:
+    experiment = experiments_service.update_experiment(
+        session, user, experiment_id, name=body.name, description=body.description, labels=body.labels
+    )
+    session.commit()
+    return ExperimentDetail.model_validate(experiment)
+
+
+def _verb_route(verb: str) -> None:
+    def run_verb(experiment_id: ExperimentId, user: CurrentUser, session: SessionDep) -> ExperimentDetail:
+        experiment = experiments_service.apply_verb(session, user, experiment_id, verb)
+        session.commit()
+        return ExperimentDetail.model_validate(experiment)
+
+    run_verb.__name__ = f"{verb}_experiment"
+    router.add_api_route(
+        f"/{{experiment_id}}/{verb}",
+        run_verb,
+        methods=["POST"],
+        response_model=ExperimentDetail,
+        responses=problem_responses(403, 409),
+        summary=f"{verb.capitalize()} an experiment",
+    )
+
+
+for _verb in ("pause", "activate", "cancel", "kill", "archive", "unarchive"):
+    _verb_route(_verb)
+
+
+@router.delete(
+    "/{experiment_id}",
+    response_model=ExperimentDetail,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=problem_responses(403, 409),
+)
+def delete_experiment(
+    experiment_id: ExperimentId, user: CurrentUser, session: SessionDep
+) -> ExperimentDetail:
+    """Marks it DELETING now; a Celery job removes it (and its context if unshared) in the background."""
+    experiment = experiments_service.apply_verb(session, user, experiment_id, "delete")
+    session.commit()
+    enqueue_experiment_deletion(experiment.id)
+    return ExperimentDetail.model_validate(experiment)

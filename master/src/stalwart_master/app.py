@@ -1,0 +1,75 @@
+"""The FastAPI application factory: migrate, make sure an admin exists, then serve."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from stalwart_master import __version__
+from stalwart_master.api import auth, contexts, experiments, master, problems
+from stalwart_master.db.migrate import upgrade
+from stalwart_master.db.orm import Cluster
+from stalwart_master.db.session import get_engine
+from stalwart_master.services import users as users_service
+from stalwart_master.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+ADMIN_PASSWORD_FILE = "admin-password"
+
+
+def _write_secret(path: Path, value: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value + "\n")
+
+
+def bootstrap(sessions: sessionmaker[Session], settings: Settings) -> None:
+    """First-start duties; safe to repeat on every start."""
+    with sessions.begin() as session:
+        if session.scalar(select(Cluster.id)) is None:
+            session.add(Cluster())
+        password = users_service.ensure_admin(session, settings.auth.admin_password)
+    if password is not None and settings.auth.admin_password is None:
+        path = settings.data_dir / ADMIN_PASSWORD_FILE
+        _write_secret(path, password)
+        # Shown once, on the start that created it; afterwards only the 0600 file has it.
+        log.warning("created user 'admin' with password %s (also saved to %s)", password, path)
+
+
+def create_app(settings: Settings | None = None, *, migrate: bool = True) -> FastAPI:
+    settings = settings or get_settings()
+    engine = get_engine(settings.database.sqlalchemy_url)
+    sessions = sessionmaker(bind=engine, expire_on_commit=False)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if migrate:
+            upgrade(engine)
+        bootstrap(sessions, settings)
+        log.info("master %s ready (cluster %s)", __version__, settings.cluster_name)
+        yield
+        engine.dispose()
+
+    app = FastAPI(
+        title="Stalwart",
+        version=__version__,
+        summary="Train deep-learning models without losing work",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.sessions = sessions
+    problems.install(app)
+    for module in (master, auth):
+        app.include_router(module.public)
+    for module in (master, auth, contexts, experiments):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,1 @@
+"""Database: ORM models, sessions and Alembic migrations (PostgreSQL only)."""

@@ -1,0 +1,465 @@
+"""The experiment configuration, with Determined's field names and meanings.
+
+Field rules live on the models; rules that span sections (grid needs counts, epochs need
+``records_per_epoch``) run on the raw input in ``ExperimentConfig``'s wrap validator so that they are
+reported together with every other error instead of only once the rest is valid.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from pathlib import PurePosixPath
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Discriminator,
+    Field,
+    SerializerFunctionWrapHandler,
+    Tag,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from stalwart_master.expconf.common import Loc, Section, check, custom_error, field_error, field_errors
+from stalwart_master.expconf.hyperparameters import NUMERIC_TYPES, Hyperparameters, iter_specs
+
+MAX_SEED = 2**31 - 1
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b?)\s*\Z", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+
+NonBlank = Annotated[str, check(lambda s: s.strip() != "", "must not be empty")]
+
+
+def _is_absolute(path: str) -> bool:
+    return PurePosixPath(path).is_absolute()
+
+
+def _is_relative_inside(path: str) -> bool:
+    return not PurePosixPath(path).is_absolute() and ".." not in PurePosixPath(path).parts
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _one_of(kinds: dict[type, str], message: str) -> Discriminator:
+    """A discriminator choosing a union member by the Python type of the raw value."""
+
+    def pick(value: Any) -> str | None:
+        for kind, tag in kinds.items():
+            if isinstance(value, kind):
+                return tag
+        return None
+
+    return Discriminator(pick, custom_error_type="stalwart", custom_error_message=message)
+
+
+# --- periods ----------------------------------------------------------------------------------------
+
+PERIOD_UNITS = ("batches", "epochs", "records")
+
+
+class Period(Section):
+    """A training length in exactly one unit, e.g. ``{batches: 1000}``."""
+
+    batches: int | None = Field(default=None, ge=0)
+    epochs: int | None = Field(default=None, ge=0, description="Needs records_per_epoch > 0.")
+    records: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _exactly_one_unit(self) -> Self:
+        if sum(getattr(self, unit) is not None for unit in PERIOD_UNITS) != 1:
+            raise custom_error("must set exactly one of batches, epochs, records")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _only_the_unit(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if v is not None}
+
+    def unit(self) -> tuple[str, int]:
+        """The one unit that is set and its length, e.g. ``("batches", 1000)``."""
+        for name in PERIOD_UNITS:
+            value = getattr(self, name)
+            if value is not None:
+                return name, value
+        raise AssertionError("a validated Period always has a unit")
+
+
+def _period_from_int(value: Any) -> Any:
+    # Determined also accepts a bare number for the deprecated max_length; read it as batches.
+    if isinstance(value, int) and not isinstance(value, bool):
+        return {"batches": value}
+    return value
+
+
+# --- searcher ---------------------------------------------------------------------------------------
+
+SEARCHER_NAMES = ("single", "grid", "random", "adaptive_asha")
+
+
+class _SearcherBase(Section):
+    name: str  # narrowed to a Literal by each searcher; declared here so it comes first in the data
+    metric: NonBlank = Field(description="Validation metric the searcher optimises.")
+    smaller_is_better: bool = True
+    max_concurrent_trials: int = Field(default=16, ge=0, description="0 means no limit.")
+    source_trial_id: int | None = Field(
+        default=None, ge=1, description="Warm-start every trial from this trial."
+    )
+    source_checkpoint_uuid: Annotated[str, check(_is_uuid, "must be a checkpoint UUID")] | None = Field(
+        default=None, description="Warm-start every trial from this checkpoint."
+    )
+    max_length: Annotated[Period | None, BeforeValidator(_period_from_int)] = Field(
+        default=None, description="Deprecated: length of each trial."
+    )
+
+    @model_validator(mode="after")
+    def _one_warm_start(self) -> Self:
+        if self.source_trial_id is not None and self.source_checkpoint_uuid is not None:
+            raise field_error(
+                ("source_checkpoint_uuid",),
+                "cannot be set together with source_trial_id",
+                self.source_checkpoint_uuid,
+            )
+        return self
+
+
+class SingleSearcher(_SearcherBase):
+    """One trial with the (all constant) hyperparameters."""
+
+    name: Literal["single"]
+
+
+class GridSearcher(_SearcherBase):
+    """Every combination of the hyperparameters' grid points."""
+
+    name: Literal["grid"]
+
+
+class RandomSearcher(_SearcherBase):
+    """``max_trials`` trials with independently sampled hyperparameters."""
+
+    name: Literal["random"]
+    max_trials: int = Field(ge=1)
+
+
+class AdaptiveASHASearcher(_SearcherBase):
+    """Random sampling plus early stopping of the weaker trials (asynchronous successive halving)."""
+
+    name: Literal["adaptive_asha"]
+    max_trials: int = Field(ge=1)
+    time_metric: NonBlank = Field(description="Metric that measures how far a trial has trained.")
+    max_time: int = Field(ge=1, description="Value of time_metric at which a trial is done.")
+    mode: Literal["standard", "aggressive", "conservative"] = "standard"
+    divisor: float = Field(default=4.0, gt=1)
+    max_rungs: int = Field(default=5, ge=1)
+    bracket_rungs: list[Annotated[int, Field(ge=1)]] = Field(default_factory=list)
+
+
+Searcher = Annotated[
+    SingleSearcher | GridSearcher | RandomSearcher | AdaptiveASHASearcher, Field(discriminator="name")
+]
+
+
+# --- checkpoint storage -----------------------------------------------------------------------------
+
+STORAGE_TYPES = ("shared_fs", "s3", "directory")
+
+
+class _StorageBase(Section):
+    type: str  # narrowed to a Literal by each storage type; declared here so it comes first
+    save_experiment_best: int = Field(
+        default=0, ge=0, description="Keep the N best checkpoints of the experiment."
+    )
+    save_trial_best: int = Field(default=1, ge=0, description="Keep the N best checkpoints of each trial.")
+    save_trial_latest: int = Field(
+        default=1, ge=0, description="Keep the N latest checkpoints of each trial."
+    )
+
+
+class SharedFSStorage(_StorageBase):
+    """A directory every agent mounts at the same path (NFS and the like)."""
+
+    type: Literal["shared_fs"]
+    host_path: Annotated[str, check(_is_absolute, "must be an absolute path")]
+    storage_path: (
+        Annotated[str, check(_is_relative_inside, "must be a relative path without '..'")] | None
+    ) = None
+
+
+class S3Storage(_StorageBase):
+    """An S3 bucket or any S3-compatible store (MinIO, Ceph, ...)."""
+
+    type: Literal["s3"]
+    bucket: NonBlank
+    prefix: Annotated[str, check(lambda p: ".." not in p.split("/"), "must not contain '..'")] | None = None
+    endpoint_url: (
+        Annotated[
+            str, check(lambda u: u.startswith(("http://", "https://")), "must start with http:// or https://")
+        ]
+        | None
+    ) = None
+    access_key: str | None = None
+    secret_key: str | None = None
+
+
+class DirectoryStorage(_StorageBase):
+    """A path inside the trial's container; the user makes it persistent (e.g. a mounted volume)."""
+
+    type: Literal["directory"]
+    container_path: Annotated[str, check(_is_absolute, "must be an absolute path")]
+
+
+CheckpointStorage = Annotated[SharedFSStorage | S3Storage | DirectoryStorage, Field(discriminator="type")]
+
+
+# --- resources --------------------------------------------------------------------------------------
+
+
+def _parse_size(value: Any) -> Any:
+    """Turn ``4G`` / ``512Mi`` / ``1.5GB`` into bytes (powers of 1024, as Docker reads them)."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise custom_error("must not be negative")
+        return value
+    if isinstance(value, str) and (match := _SIZE.match(value)):
+        return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+    raise custom_error("must be a number of bytes or a size such as 4G")
+
+
+class Resources(Section):
+    """What each trial needs and how the experiment shares the cluster."""
+
+    slots_per_trial: int = Field(default=1, ge=0, description="Slots (GPUs) per trial; 0 runs on CPU.")
+    resource_pool: NonBlank = "default"
+    priority: int | None = Field(
+        default=None, ge=1, le=99, description="Lower runs first; unset = pool default."
+    )
+    max_slots: int | None = Field(
+        default=None, ge=1, description="Cap on slots used by the whole experiment."
+    )
+    weight: float = Field(default=1.0, gt=0, description="Fair-share weight.")
+    shm_size: Annotated[int | None, BeforeValidator(_parse_size)] = Field(
+        default=None, description="Size of /dev/shm in bytes; a string like 4G is accepted."
+    )
+
+
+# --- environment ------------------------------------------------------------------------------------
+
+EnvName = Annotated[
+    str, check(lambda k: bool(_ENV_NAME.match(k)), "is not a valid environment variable name")
+]
+EnvEntry = Annotated[
+    str,
+    check(
+        lambda e: "=" in e and bool(_ENV_NAME.match(e.split("=", 1)[0])),
+        "must look like NAME=value",
+    ),
+]
+EnvList = list[EnvEntry]
+EnvMap = dict[EnvName, Annotated[str, Field(description="Quote numbers and booleans.")]]
+EnvSet = Annotated[
+    Annotated[EnvList, Tag("list")] | Annotated[EnvMap, Tag("map")],
+    _one_of({list: "list", dict: "map"}, "must be a list of NAME=value or a mapping"),
+]
+DEVICES = ("cpu", "cuda")
+
+
+class EnvByDevice(Section):
+    """Variables that differ by the kind of slot the trial runs on."""
+
+    cpu: EnvSet = Field(default_factory=list)
+    cuda: EnvSet = Field(default_factory=list)
+
+
+def _env_kind(value: Any) -> str | None:
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, EnvByDevice):  # dumping a validated config
+        return "per_device"
+    if not isinstance(value, dict):
+        return None
+    per_device = (
+        value and set(value) <= set(DEVICES) and all(isinstance(v, list | dict) for v in value.values())
+    )
+    return "per_device" if per_device else "map"
+
+
+EnvironmentVariables = Annotated[
+    Annotated[EnvList, Tag("list")]
+    | Annotated[EnvByDevice, Tag("per_device")]
+    | Annotated[EnvMap, Tag("map")],
+    Discriminator(
+        _env_kind,
+        custom_error_type="stalwart",
+        custom_error_message="must be a list of NAME=value, a mapping, or a mapping by device (cpu, cuda)",
+    ),
+]
+
+
+class ImageByDevice(Section):
+    """Container images by the kind of slot the trial runs on."""
+
+    cpu: NonBlank | None = None
+    cuda: NonBlank | None = None
+
+
+Image = Annotated[
+    Annotated[NonBlank, Tag("str")] | Annotated[ImageByDevice, Tag("device")],
+    # ImageByDevice is listed so that dumping a validated config picks the same member.
+    _one_of(
+        {str: "str", dict: "device", ImageByDevice: "device"},
+        "must be an image name or a mapping by device (cpu, cuda)",
+    ),
+]
+
+
+def _as_dict(entries: list[str] | dict[str, str]) -> dict[str, str]:
+    if isinstance(entries, dict):
+        return dict(entries)
+    return dict(entry.split("=", 1) for entry in entries)
+
+
+class Environment(Section):
+    """The container a trial runs in."""
+
+    image: Image | None = None
+    environment_variables: EnvironmentVariables = Field(default_factory=list)
+    pod_spec: dict[str, Any] | None = Field(
+        default=None, description="Kubernetes pod template merged into each pod."
+    )
+
+    def variables_for(self, device: str) -> dict[str, str]:
+        """The environment variables for a trial on ``device`` slots ("cpu" or "cuda")."""
+        env = self.environment_variables
+        if isinstance(env, EnvByDevice):
+            return _as_dict(env.cuda if device == "cuda" else env.cpu)
+        return _as_dict(env)
+
+    def image_for(self, device: str) -> str | None:
+        """The image for a trial on ``device`` slots, or None to use the cluster's default."""
+        if isinstance(self.image, ImageByDevice):
+            return self.image.cuda if device == "cuda" else self.image.cpu
+        return self.image
+
+
+class Reproducibility(Section):
+    experiment_seed: int | None = Field(
+        default=None, ge=0, le=MAX_SEED, description="Seed for every trial's RNGs."
+    )
+
+
+# --- the experiment ---------------------------------------------------------------------------------
+
+Entrypoint = Annotated[
+    Annotated[NonBlank, Tag("str")] | Annotated[list[NonBlank], Field(min_length=1), Tag("list")],
+    _one_of({str: "str", list: "list"}, "must be a command string or a list of arguments"),
+]
+
+
+def _unique_labels(labels: list[str]) -> list[str]:
+    seen: set[str] = set()
+    for index, label in enumerate(labels):
+        if label in seen:
+            raise field_error((index,), "duplicate label", label)
+        seen.add(label)
+    return labels
+
+
+class ExperimentConfig(Section):
+    """A whole experiment as submitted: what to run, how to search, where to keep checkpoints."""
+
+    name: (
+        Annotated[str, Field(max_length=255), check(lambda s: s.strip() != "", "must not be empty")] | None
+    ) = Field(default=None, description="Display name; the master picks one when unset.")
+    description: str | None = None
+    labels: Annotated[list[NonBlank], AfterValidator(_unique_labels)] = Field(default_factory=list)
+    entrypoint: Entrypoint = Field(description="Command that starts the training code.")
+    hyperparameters: Hyperparameters = Field(default_factory=dict)
+    searcher: Searcher
+    resources: Resources = Field(default_factory=Resources)
+    checkpoint_storage: CheckpointStorage | None = Field(
+        default=None, description="Unset: the cluster's storage."
+    )
+    checkpoint_policy: Literal["best", "all", "none"] = "best"
+    min_validation_period: Period = Field(default_factory=lambda: Period(batches=0))
+    min_checkpoint_period: Period = Field(default_factory=lambda: Period(batches=0))
+    max_restarts: int = Field(
+        default=5, ge=0, description="Retries of a failed trial from its latest checkpoint."
+    )
+    environment: Environment = Field(default_factory=Environment)
+    reproducibility: Reproducibility = Field(default_factory=Reproducibility)
+    records_per_epoch: int = Field(default=0, ge=0, description="Needed to express periods in epochs.")
+    data: dict[str, Any] = Field(default_factory=dict, description="Free-form data for the training code.")
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _cross_section_rules(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Self:
+        extra = cross_section_errors(data) if isinstance(data, dict) else []
+        try:
+            config: Self = handler(data)
+        except ValidationError as exc:
+            if not extra:
+                raise
+            raise _combined(exc, extra) from None
+        if extra:
+            raise field_errors(extra)
+        return config
+
+
+def _combined(exc: ValidationError, extra: list[tuple[Loc, str, Any]]) -> ValidationError:
+    # Re-create pydantic's own errors with their original type and context, so messages.py reads
+    # them exactly as if they had been raised alone.
+    details = [
+        InitErrorDetails(
+            type=PydanticCustomError(err["type"], "{message}", {**err.get("ctx", {}), "message": err["msg"]}),
+            loc=err["loc"],
+            input=err["input"],
+        )
+        for err in exc.errors(include_url=False)
+    ]
+    details += [InitErrorDetails(type=custom_error(msg), loc=loc, input=value) for loc, msg, value in extra]
+    return ValidationError.from_exception_data(exc.title, details)
+
+
+def cross_section_errors(raw: dict[str, Any]) -> list[tuple[Loc, str, Any]]:
+    """Rules that need more than one section, checked on the raw input.
+
+    Each rule looks only at values of the expected type; a value of the wrong type is already an
+    error of its own and should not also produce a confusing second one.
+    """
+    errors: list[tuple[Loc, str, Any]] = []
+    records = raw.get("records_per_epoch", 0)
+    no_epochs = isinstance(records, int) and not isinstance(records, bool) and records <= 0
+    searcher = raw.get("searcher")
+    periods: list[tuple[Loc, Any]] = [
+        (("min_validation_period",), raw.get("min_validation_period")),
+        (("min_checkpoint_period",), raw.get("min_checkpoint_period")),
+    ]
+    if isinstance(searcher, dict) and isinstance(searcher.get("name"), str):
+        periods.append((("searcher", searcher["name"], "max_length"), searcher.get("max_length")))
+    for loc, period in periods:
+        if no_epochs and isinstance(period, dict) and period.get("epochs") is not None:
+            errors.append(((*loc, "epochs"), "needs records_per_epoch greater than 0", period["epochs"]))
+
+    name = searcher.get("name") if isinstance(searcher, dict) else None
+    if name in ("grid", "single"):
+        for loc, spec in iter_specs(raw.get("hyperparameters"), ("hyperparameters",)):
+            kind = spec.get("type")
+            if name == "grid" and kind in NUMERIC_TYPES and spec.get("count") is None:
+                errors.append(((*loc, kind, "count"), "required for grid search", None))
+            if name == "single" and kind in ("int", "double", "log", "categorical"):
+                errors.append((loc, "must be constant for the single searcher", spec))
+    return errors

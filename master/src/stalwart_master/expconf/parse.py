@@ -1,0 +1,148 @@
+"""From YAML text to a validated, defaulted config ready to be stored."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import math
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from stalwart_master.errors import BadRequest, FieldError, Invalid, PayloadTooLarge
+from stalwart_master.expconf.loader import load_yaml
+from stalwart_master.expconf.messages import field_errors_from
+from stalwart_master.expconf.model import MAX_SEED, ExperimentConfig
+
+DEFAULT_MAX_BYTES = 1024 * 1024
+INVALID_TITLE = "Invalid experiment config"
+
+# Sections that are one of several kinds: the user's section only builds on the default of the same
+# kind, so an s3 config never inherits a shared_fs host_path.
+_KIND_KEYS = {"checkpoint_storage": "type", "searcher": "name"}
+
+
+@dataclass(frozen=True)
+class ParsedConfig:
+    """A config that passed validation: the model, its stored form and the text it came from."""
+
+    config: ExperimentConfig
+    data: dict[str, Any]
+    original: str
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if value is None and key in merged:
+            continue  # an empty YAML value means "not set" and keeps the default
+        current = merged.get(key)
+        if isinstance(value, dict) and isinstance(current, dict):
+            merged[key] = _merge(current, value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def merge_defaults(defaults: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """Lay ``config`` over cluster ``defaults``: mappings merge recursively and the user wins."""
+    base = dict(defaults)
+    for section, kind_key in _KIND_KEYS.items():
+        mine, theirs = config.get(section), base.get(section)
+        if isinstance(mine, dict) and isinstance(theirs, dict):
+            kind = mine.get(kind_key)
+            if kind is not None and kind != theirs.get(kind_key):
+                del base[section]
+    return _merge(base, config)
+
+
+def _fill_seed(config: dict[str, Any]) -> None:
+    # Seeded here, not at trial creation, so the stored config says how to reproduce the run.
+    repro = config.get("reproducibility")
+    if repro is None:
+        repro = config["reproducibility"] = {}
+    if isinstance(repro, dict) and repro.get("experiment_seed") is None:
+        repro["experiment_seed"] = secrets.randbelow(MAX_SEED + 1)
+
+
+def _non_finite(value: Any, path: tuple[str, ...] = ()) -> list[str]:
+    """Paths of NaN or infinite numbers, which JSONB (and JSON) cannot store."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return [".".join(path)]
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _non_finite(v, (*path, str(k)))]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _non_finite(v, (*path, str(i)))]
+    return []
+
+
+def _validate(config: dict[str, Any]) -> ExperimentConfig:
+    errors: list[FieldError] = []
+    model: ExperimentConfig | None = None
+    try:
+        model = ExperimentConfig.model_validate(config)
+    except ValidationError as exc:
+        errors = field_errors_from(exc)
+    # Typed fields already reject NaN; this catches the free-form ones (data, constants, vals).
+    reported = {e.path for e in errors}
+    for path in _non_finite(config):
+        if not any(path == p or path.startswith(f"{p}.") for p in reported):
+            errors.append(FieldError(path, "must be a finite number"))
+    if errors or model is None:
+        raise Invalid(errors, title=INVALID_TITLE)
+    return model
+
+
+def parse_experiment_config(
+    yaml_text: str, defaults: dict[str, Any] | None = None, *, max_bytes: int = DEFAULT_MAX_BYTES
+) -> ParsedConfig:
+    """Load, merge under cluster defaults, validate and fill an experiment config.
+
+    Raises ``PayloadTooLarge``, ``BadRequest`` (unreadable or unsafe YAML, top level not a mapping)
+    or ``Invalid`` listing every failing field.
+
+    >>> parse_experiment_config(text, {"checkpoint_storage": {...}}).data["searcher"]["metric"]
+    """
+    size = len(yaml_text.encode())
+    if size > max_bytes:
+        raise PayloadTooLarge(f"the config is {size} bytes; the limit is {max_bytes}")
+    loaded = load_yaml(yaml_text)
+    if loaded is None:
+        raise BadRequest("the config is empty", title="Invalid experiment config")
+    if not isinstance(loaded, dict):
+        raise BadRequest(
+            f"the config must be a mapping of fields, not a {type(loaded).__name__}",
+            title="Invalid experiment config",
+        )
+    merged = merge_defaults(defaults or {}, loaded)
+    _fill_seed(merged)
+    model = _validate(merged)
+    return ParsedConfig(config=model, data=model.model_dump(mode="json"), original=yaml_text)
+
+
+@functools.cache
+def _schema() -> dict[str, Any]:
+    schema = ExperimentConfig.model_json_schema()
+    schema["title"] = "Stalwart experiment configuration"
+    _relax_one_of(schema)
+    return schema
+
+
+def _relax_one_of(node: Any) -> None:
+    # Unions picked by a Python-side function can overlap as JSON (a hyperparameter constant may look
+    # like anything), so "exactly one" would reject valid configs; "any of" is the honest claim.
+    if isinstance(node, dict):
+        if "oneOf" in node and "discriminator" not in node:
+            node["anyOf"] = node.pop("oneOf")
+        for value in node.values():
+            _relax_one_of(value)
+    elif isinstance(node, list):
+        for value in node:
+            _relax_one_of(value)
+
+
+def experiment_config_json_schema() -> dict[str, Any]:
+    """The JSON Schema of ``ExperimentConfig`` (a fresh copy the caller may change)."""
+    return copy.deepcopy(_schema())

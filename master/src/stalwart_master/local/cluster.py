@@ -1,0 +1,420 @@
+"""The supervisor behind ``stalwart deploy local up|down|status``.
+
+Each component runs as a background process in its own session, with a pid file in
+``<data_dir>/run/`` and a log in ``<data_dir>/logs/``. Pid files are the only record of what ``up``
+started, and every one is verified (create time) before it is trusted, so ``down`` never signals a
+process that merely inherited a recycled pid.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import psutil
+
+from stalwart_master.local.embedded import (
+    is_postmaster_for,
+    is_redis_server,
+    start_postgres,
+    start_redis,
+)
+from stalwart_master.local.process import (
+    LocalClusterError,
+    PidCheck,
+    check_pid_file,
+    cmdline_has,
+    exit_code,
+    file_lock,
+    is_alive,
+    log_tail,
+    port_is_free,
+    spawn,
+    stop_process,
+    wait_until,
+)
+
+log = logging.getLogger(__name__)
+
+COMPONENTS = ("postgres", "redis", "master", "worker")
+ADMIN_USERNAME = "admin"
+MASTER_START_TIMEOUT_S = 120.0
+# Celery logs "celery@<host> ready." once it consumes; if that line never shows we still go on.
+WORKER_READY_TIMEOUT_S = 30.0
+_STOP_TIMEOUT_S = {"worker": 60.0, "master": 30.0, "redis": 30.0, "postgres": 60.0}
+
+ComponentState = Literal["running", "stopped", "stale", "external"]
+
+
+@dataclass
+class ComponentStatus:
+    name: str
+    state: ComponentState
+    pid: int | None = None
+    url: str | None = None
+    log_file: Path | None = None
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "state": self.state,
+            "pid": self.pid,
+            "url": self.url,
+            "log_file": str(self.log_file) if self.log_file else None,
+            "detail": self.detail,
+        }
+
+
+@dataclass
+class ClusterStatus:
+    """What ``up``/``down``/``status`` report: each component, the master URL and admin login."""
+
+    data_dir: Path
+    components: list[ComponentStatus]
+    master_url: str | None
+    admin_username: str = ADMIN_USERNAME
+    admin_password: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def component(self, name: str) -> ComponentStatus:
+        return next(c for c in self.components if c.name == name)
+
+    @property
+    def running(self) -> bool:
+        return all(c.state in ("running", "external") for c in self.components)
+
+    @property
+    def stopped(self) -> bool:
+        return all(c.state in ("stopped", "external") for c in self.components)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "data_dir": str(self.data_dir),
+            "master_url": self.master_url,
+            "admin": {"username": self.admin_username, "password": self.admin_password},
+            "components": [c.to_dict() for c in self.components],
+            "notes": list(self.notes),
+        }
+
+
+@dataclass(frozen=True)
+class _Layout:
+    data_dir: Path
+
+    @property
+    def run_dir(self) -> Path:
+        return self.data_dir / "run"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def state_file(self) -> Path:
+        return self.run_dir / "cluster.json"
+
+    @property
+    def admin_password_file(self) -> Path:
+        return self.data_dir / "admin-password"
+
+    def pid_file(self, name: str) -> Path:
+        return self.run_dir / f"{name}.pid"
+
+    def log_file(self, name: str) -> Path:
+        return self.logs_dir / f"{name}.log"
+
+    def check(self, name: str) -> PidCheck:
+        matchers = {
+            "postgres": is_postmaster_for(self.data_dir / "postgres" / "pgdata"),
+            "redis": is_redis_server,
+            "master": cmdline_has("stalwart_master", "serve"),
+            "worker": cmdline_has("stalwart_master", "worker"),
+        }
+        return check_pid_file(self.pid_file(name), matchers[name])
+
+
+def up(
+    data_dir: Path,
+    port: int = 8080,
+    *,
+    database_url: str | None = None,
+    redis_url: str | None = None,
+    host: str = "127.0.0.1",
+    timeout: float = MASTER_START_TIMEOUT_S,
+) -> ClusterStatus:
+    """Start whatever is not already running; running components are kept as they are.
+
+    PostgreSQL and Redis are embedded unless ``database_url`` / ``redis_url`` (or
+    ``STALWART_DATABASE_URL`` / ``STALWART_REDIS_URL``) name servers to use instead.
+    """
+    layout = _layout(data_dir)
+    layout.run_dir.mkdir(parents=True, exist_ok=True)
+    layout.logs_dir.mkdir(parents=True, exist_ok=True)
+    notes: list[str] = []
+    actions: dict[str, str] = {}
+    with file_lock(layout.run_dir / ".lock"):
+        database_url = database_url or os.environ.get("STALWART_DATABASE_URL") or None
+        redis_url = redis_url or os.environ.get("STALWART_REDIS_URL") or None
+        state: dict[str, Any] = {
+            "database_external": database_url is not None,
+            "redis_external": redis_url is not None,
+        }
+        if database_url is None:
+            before = _note_stale(layout, "postgres", notes)
+            pg = start_postgres(
+                layout.data_dir / "postgres",
+                log_file=layout.log_file("postgres"),
+                pid_file=layout.pid_file("postgres"),
+            )
+            database_url = pg.url
+            actions["postgres"] = "already running" if before == pg.pid else "started"
+        if redis_url is None:
+            before = _note_stale(layout, "redis", notes)
+            rd = start_redis(
+                layout.data_dir / "redis",
+                log_file=layout.log_file("redis"),
+                pid_file=layout.pid_file("redis"),
+            )
+            redis_url = rd.url
+            actions["redis"] = "already running" if before == rd.pid else "started"
+        state.update(database_url=database_url, redis_url=redis_url)
+        env = {
+            **os.environ,
+            "STALWART_DATABASE_URL": database_url,
+            "STALWART_REDIS_URL": redis_url,
+            "STALWART_DATA_DIR": str(layout.data_dir),
+            "PYTHONUNBUFFERED": "1",
+        }
+        previous_url = _read_state(layout).get("master_url")
+        # Recorded before the master starts, so `status` can describe a cluster whose master failed.
+        _write_state(layout, {**state, "master_url": previous_url})
+        state["master_url"], actions["master"] = _ensure_master(
+            layout, host, port, env, timeout, notes, previous_url
+        )
+        _write_state(layout, state)
+        actions["worker"] = _ensure_worker(layout, env, notes)
+    return _status(layout, notes, actions)
+
+
+def down(data_dir: Path) -> ClusterStatus:
+    """Stop, in reverse start order, exactly the processes named by verified pid files; keep data."""
+    layout = _layout(data_dir)
+    notes: list[str] = []
+    actions: dict[str, str] = {}
+    if not layout.run_dir.is_dir():
+        return _status(layout, notes, actions)
+    with file_lock(layout.run_dir / ".lock"):
+        for name in reversed(COMPONENTS):
+            check = layout.check(name)
+            if check.state == "running":
+                assert check.process is not None
+                sig = signal.SIGINT if name == "postgres" else signal.SIGTERM
+                log.info("stopping %s (pid %d)", name, check.process.pid)
+                stop_process(check.process, sig=sig, timeout=_STOP_TIMEOUT_S[name])
+                actions[name] = f"stopped pid {check.pid}"
+            elif check.state == "stale":
+                notes.append(f"{name}: removed stale pid file ({check.reason})")
+            layout.pid_file(name).unlink(missing_ok=True)
+    return _status(layout, notes, actions)
+
+
+def status(data_dir: Path) -> ClusterStatus:
+    """Report each component without changing anything (stale pid files are left for ``up``)."""
+    return _status(_layout(data_dir), [], {})
+
+
+def _layout(data_dir: Path) -> _Layout:
+    return _Layout(Path(data_dir).expanduser().resolve())
+
+
+def _note_stale(layout: _Layout, name: str, notes: list[str]) -> int | None:
+    """The pid already running for ``name`` (if any); a stale pid file is reported and removed."""
+    check = layout.check(name)
+    if check.state == "stale":
+        notes.append(f"{name}: replaced stale pid file ({check.reason})")
+        log.warning("%s: replacing stale pid file %s: %s", name, layout.pid_file(name), check.reason)
+        layout.pid_file(name).unlink(missing_ok=True)
+    return check.pid if check.state == "running" else None
+
+
+def _ensure_master(
+    layout: _Layout,
+    host: str,
+    port: int,
+    env: dict[str, str],
+    timeout: float,
+    notes: list[str],
+    previous_url: str | None,
+) -> tuple[str, str]:
+    url = f"http://{_client_host(host)}:{port}"
+    log_file = layout.log_file("master")
+    check = layout.check("master")
+    if check.state == "running":
+        assert check.process is not None
+        if previous_url and previous_url != url:
+            notes.append(f"master was already running at {previous_url}; the requested port was not used")
+            url = previous_url
+        _wait_for_health(check.process, url, log_file, timeout)
+        return url, "already running"
+    if check.state == "stale":
+        notes.append(f"master: replaced stale pid file ({check.reason})")
+        layout.pid_file("master").unlink(missing_ok=True)
+    if not port_is_free(port, host):
+        raise LocalClusterError(f"port {port} on {host} is already in use; choose another with --port")
+    proc = spawn(
+        [sys.executable, "-m", "stalwart_master", "serve", "--host", host, "--port", str(port)],
+        log_file=log_file,
+        pid_file=layout.pid_file("master"),
+        env=env,
+        cwd=layout.data_dir,
+    )
+    try:
+        _wait_for_health(proc, url, log_file, timeout)
+    except LocalClusterError:
+        # Leave nothing half-started behind: the next `up` should start a fresh master.
+        if is_alive(proc):
+            stop_process(proc, timeout=10.0)
+        layout.pid_file("master").unlink(missing_ok=True)
+        raise
+    return url, "started"
+
+
+def _wait_for_health(proc: psutil.Process, url: str, log_file: Path, timeout: float) -> None:
+    def alive() -> None:
+        code = exit_code(proc)
+        if code is not None or not proc.is_running():
+            raise LocalClusterError(
+                f"the master exited (code {code}) before answering {url}/health; "
+                f"last lines of {log_file}:\n{log_tail(log_file)}"
+            )
+
+    if not wait_until(lambda: _healthy(url), timeout=timeout, interval=0.2, alive=alive):
+        raise LocalClusterError(
+            f"the master (pid {proc.pid}) did not answer {url}/health within {timeout:.0f}s; "
+            f"last lines of {log_file}:\n{log_tail(log_file)}"
+        )
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health", timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _ensure_worker(layout: _Layout, env: dict[str, str], notes: list[str]) -> str:
+    check = layout.check("worker")
+    if check.state == "running":
+        return "already running"
+    if check.state == "stale":
+        notes.append(f"worker: replaced stale pid file ({check.reason})")
+        layout.pid_file("worker").unlink(missing_ok=True)
+    log_file = layout.log_file("worker")
+    offset = log_file.stat().st_size if log_file.exists() else 0
+    proc = spawn(
+        [sys.executable, "-m", "stalwart_master", "worker"],
+        log_file=log_file,
+        pid_file=layout.pid_file("worker"),
+        env=env,
+        cwd=layout.data_dir,
+    )
+
+    def alive() -> None:
+        if not is_alive(proc):
+            layout.pid_file("worker").unlink(missing_ok=True)
+            raise LocalClusterError(
+                f"the Celery worker exited during startup; last lines of {log_file}:\n{log_tail(log_file)}"
+            )
+
+    def ready() -> bool:
+        with open(log_file, "rb") as f:
+            f.seek(offset)
+            return b" ready." in f.read()
+
+    if not wait_until(ready, timeout=WORKER_READY_TIMEOUT_S, interval=0.2, alive=alive):
+        notes.append(f"worker: started but not yet ready after {WORKER_READY_TIMEOUT_S:.0f}s; see {log_file}")
+    return "started"
+
+
+def _status(layout: _Layout, notes: list[str], actions: dict[str, str]) -> ClusterStatus:
+    state = _read_state(layout)
+    urls = {
+        "postgres": state.get("database_url"),
+        "redis": state.get("redis_url"),
+        "master": state.get("master_url"),
+        "worker": None,
+    }
+    components = []
+    for name in COMPONENTS:
+        check = layout.check(name)
+        component_state: ComponentState = check.state
+        if check.state == "stopped" and state.get(f"{_EXTERNAL_KEY.get(name, name)}_external"):
+            component_state = "external"
+        url = urls[name]
+        detail = actions.get(name, check.reason)
+        if name == "master" and check.state == "running" and url and not _healthy(url):
+            detail = "running but not answering /health"
+        components.append(
+            ComponentStatus(
+                name=name,
+                state=component_state,
+                pid=check.pid if check.state == "running" else None,
+                url=_redact(url) if url else None,
+                log_file=layout.log_file(name) if component_state != "external" else None,
+                detail=detail,
+            )
+        )
+    return ClusterStatus(
+        data_dir=layout.data_dir,
+        components=components,
+        master_url=urls["master"],
+        admin_password=_read_admin_password(layout),
+        notes=notes,
+    )
+
+
+_EXTERNAL_KEY = {"postgres": "database"}
+
+
+def _read_admin_password(layout: _Layout) -> str | None:
+    try:
+        return layout.admin_password_file.read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def _read_state(layout: _Layout) -> dict[str, Any]:
+    try:
+        data: dict[str, Any] = json.loads(layout.state_file.read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+    return data
+
+
+def _write_state(layout: _Layout, state: dict[str, Any]) -> None:
+    # External URLs may carry passwords, hence owner-only.
+    tmp = layout.state_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2))
+    tmp.chmod(0o600)
+    tmp.replace(layout.state_file)
+
+
+def _client_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from stalwart_master.services.states import ExperimentState
+
+Label = Field(min_length=1, max_length=255)
+
+
+class ExperimentCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    config: str = Field(description="The experiment config as YAML text")
+    context: str | None = Field(
+        default=None, pattern=r"^[0-9a-f]{64}$", description="sha256 of an uploaded context"
+    )
+    paused: bool = False
+    parent_id: int | None = Field(default=None, ge=1)
+
+
+class ExperimentPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=256)
+    description: str | None = Field(default=None, max_length=10_000)
+    labels: list[str] | None = Field(default=None, max_length=100)
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, labels: list[str] | None) -> list[str] | None:
+        for label in labels or []:
+            if not label.strip() or len(label) > 255:
+                raise ValueError("each label must be 1-255 characters and not blank")
+        return labels
+
+
+class ExperimentOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    description: str
+    labels: list[str]
+    state: ExperimentState
+    archived: bool
+    owner: str
+    parent_id: int | None
+    context_sha256: str | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    ended_at: dt.datetime | None
+    config: dict[str, Any]
+
+    @field_validator("owner", mode="before")
+    @classmethod
+    def _owner(cls, owner: Any) -> Any:
+        return getattr(owner, "username", owner)
+
+
+class ExperimentDetail(ExperimentOut):
+    original_config: str

@@ -1,0 +1,88 @@
+"""Master settings, read from ``STALWART_*`` environment variables (one class per concern)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class DatabaseSettings(BaseSettings):
+    """PostgreSQL is the only dialect; ``url`` may be a plain ``postgresql://`` URL."""
+
+    model_config = SettingsConfigDict(env_prefix="STALWART_DATABASE_")
+
+    url: str = ""
+    pool_size: int = 10
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if not self.url:
+            raise RuntimeError(
+                "STALWART_DATABASE_URL is not set; point it at PostgreSQL or run `stalwart deploy local up`"
+            )
+        scheme, _sep, rest = self.url.partition("://")
+        if scheme in ("postgres", "postgresql", "postgresql+psycopg"):
+            return f"postgresql+psycopg://{rest}"
+        raise RuntimeError(f"STALWART_DATABASE_URL must be a postgresql:// URL, got scheme {scheme!r}")
+
+
+class RedisSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STALWART_REDIS_")
+
+    url: str = "redis://127.0.0.1:6379/0"
+
+
+class AuthSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STALWART_")
+
+    # Used once, when the first start creates the admin user; otherwise a password is generated.
+    admin_password: str | None = None
+    token_ttl_hours: int = Field(default=24 * 30, ge=1)
+
+
+class LimitSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STALWART_")
+
+    max_context_bytes: int = 96 * 1024 * 1024
+    max_config_bytes: int = 1024 * 1024
+    max_page_limit: int = 1000
+
+
+class Settings(BaseSettings):
+    """Everything the master reads from its environment."""
+
+    model_config = SettingsConfigDict(env_prefix="STALWART_")
+
+    environment: Literal["development", "production"] = "development"
+    data_dir: Path = Path("~/.stalwart")
+    cluster_name: str = "stalwart"
+    log_level: str = "INFO"
+    # Merged under every submitted experiment config (the user's values win), e.g. checkpoint storage.
+    experiment_defaults: dict[str, Any] = Field(default_factory=dict)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+
+    @field_validator("data_dir")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    def effective_experiment_defaults(self) -> dict[str, Any]:
+        """Cluster defaults; checkpoints go under the data dir unless the operator says otherwise."""
+        defaults = dict(self.experiment_defaults)
+        defaults.setdefault(
+            "checkpoint_storage",
+            {"type": "shared_fs", "host_path": str((self.data_dir / "checkpoints").resolve())},
+        )
+        return defaults
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

