@@ -112,3 +112,10 @@ def test_only_admins_create_users_and_names_are_unique(admin) -> None:  # type: 
         headers={"Authorization": f"Bearer {token}"},
     )
     assert other.status_code == 403
+
+
+def test_metrics_count_requests_by_route_template(admin) -> None:  # type: ignore[no-untyped-def]
+    admin.get("/api/v1/experiments/424242")
+    body = admin.get("/metrics").text
+    assert 'route="/api/v1/experiments/{experiment_id}"' in body
+    assert "424242" not in body

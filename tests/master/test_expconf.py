@@ -75,14 +75,9 @@ def test_invalid_config_is_refused_at_exactly_its_path(
 
 @pytest.mark.parametrize(("case_id", "text", "path"), INVALID_CONFIGS, ids=[c[0] for c in INVALID_CONFIGS])
 def test_error_messages_are_short_and_free_of_pydantic_wording(case_id: str, text: str, path: str) -> None:
-    for err_path, message in errors_of(text):
+    for _, message in errors_of(text):
         assert message and message[0].islower() and len(message) < 120, message
         assert not re.search(r"Input should|Field required|Extra inputs|Value error|pydantic", message)
-        # Union member names never leak into a path.
-        parts = err_path.split(".")
-        assert not {"spec", "group", "per_device", "random", "s3", "str", "list"} & set(parts[1:3]) or (
-            err_path == path
-        )
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from stalwart_master import __version__
-from stalwart_master.api import auth, contexts, experiments, master, problems
+from stalwart_master.api import auth, contexts, experiments, master, metrics, problems
 from stalwart_master.db.migrate import upgrade
 from stalwart_master.db.orm import Cluster
 from stalwart_master.db.session import get_engine
@@ -68,6 +68,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     app.state.settings = settings
     app.state.sessions = sessions
     problems.install(app)
+    metrics.install(app)
     for module in (master, auth):
         app.include_router(module.public)
     for module in (master, auth, contexts, experiments):

@@ -189,26 +189,32 @@ def stop_process(proc: psutil.Process, *, sig: int = signal.SIGTERM, timeout: fl
             proc.kill()
         if not _wait(proc, 10.0):
             raise LocalClusterError(f"pid {proc.pid} survived SIGKILL")
-    _, alive = psutil.wait_procs(descendants, timeout=5.0)
-    for leftover in alive:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            leftover.kill()
-    psutil.wait_procs(alive, timeout=5.0)
+    wait_until(lambda: not any(_exists(p) for p in descendants), timeout=5.0, interval=0.05)
+    for leftover in descendants:
+        if _exists(leftover):
+            log.warning("killing pid %d, left behind by pid %d", leftover.pid, proc.pid)
+            with contextlib.suppress(psutil.NoSuchProcess):
+                leftover.kill()
 
 
 def _wait(proc: psutil.Process, timeout: float) -> bool:
     child = _children.get(proc.pid)
+    if child is None:
+        # Not ours to reap: done once it is a zombie, however long init takes to collect it.
+        return wait_until(lambda: not _exists(proc), timeout=timeout, interval=0.05)
     try:
-        if child is not None:
-            child.wait(timeout)
-            _children.pop(proc.pid, None)
-        else:
-            proc.wait(timeout)
-    except (subprocess.TimeoutExpired, psutil.TimeoutExpired):
+        child.wait(timeout)
+    except subprocess.TimeoutExpired:
         return False
-    except psutil.NoSuchProcess:
-        pass
+    _children.pop(proc.pid, None)
     return True
+
+
+def _exists(proc: psutil.Process) -> bool:
+    try:
+        return bool(proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
 
 
 def _reap(pid: int) -> None:
