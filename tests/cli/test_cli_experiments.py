@@ -275,7 +275,7 @@ def test_bad_input_is_one_line_naming_the_problem(
     admin_cli: Cli, model: tuple[Path, Path], tmp_path: Path
 ) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text(BAD_CONFIG.format(name="bad", label="bad"))
+    bad.write_text(BAD_CONFIG)
     result = admin_cli("e", "create", str(bad), str(model[1]))
     assert result.exit_code == 1 and "Traceback" not in result.stderr
     first, *rest = result.stderr.strip().splitlines()

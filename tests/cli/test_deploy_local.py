@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -42,14 +44,17 @@ def _kill_leftovers(root: Path) -> None:
 
 
 @pytest.fixture
-def data_dir(tmp_path: Path) -> Iterator[Path]:
-    root = tmp_path / "stalwart"
+def data_dir() -> Iterator[Path]:
+    """Outside pytest's tmp_path, whose parent every new pytest session chmods to 0700: as root,
+    PostgreSQL runs as an unprivileged user that must traverse every parent of its data."""
+    root = Path(tempfile.mkdtemp(prefix="stalwart-test-deploy-"))
     try:
         yield root
     finally:
         with contextlib.suppress(Exception):
             cluster.down(root)
         _kill_leftovers(root)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

@@ -277,6 +277,7 @@ def test_missing_experiment_is_not_found(admin: Client) -> None:
     assert err.value.status == 404 and err.value.detail
 
 
+@pytest.mark.unit
 def test_unreachable_master_raises_master_unreachable() -> None:
     with socket_that_refuses() as url, Client(url, token="t", retries=1) as client:
         with pytest.raises(MasterUnreachable, match=f"cannot reach the master at {url}"):

@@ -96,7 +96,7 @@ def config_with(**sections: Any) -> str:
             config.pop(key, None)
         else:
             config[key] = value
-    return yaml.safe_dump(config, sort_keys=False)
+    return str(yaml.safe_dump(config, sort_keys=False))
 
 
 def _searcher(**fields: Any) -> dict[str, Any]:

@@ -217,3 +217,15 @@ def test_fork_records_its_parent(admin) -> None:  # type: ignore[no-untyped-def]
     parent = create(admin)
     child = create(admin, parent_id=parent["id"])
     assert child["parent_id"] == parent["id"]
+
+
+def test_storage_secrets_are_masked_in_answers(admin) -> None:  # type: ignore[no-untyped-def]
+    config = (
+        make_config()
+        + "checkpoint_storage:\n  type: s3\n  bucket: b\n  access_key: AK\n  secret_key: s3cr3t\n"
+    )
+    created = create(admin, config)
+    storage = created["config"]["checkpoint_storage"]
+    assert storage["secret_key"] == "********" and storage["access_key"] == "AK"
+    listed = admin.get("/api/v1/experiments", params={"limit": 1}).json()["items"][0]
+    assert "s3cr3t" not in str(listed["config"])

@@ -47,7 +47,7 @@ def each_loader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
     """Run a test with the libyaml-fed loader and with the pure-Python fallback."""
     if request.param == "pure-python":
         monkeypatch.setattr(loader_module, "_Loader", loader_module._PyLoader)
-    elif loader_module.CParser is None:
+    elif not loader_module.USING_LIBYAML:
         pytest.skip("PyYAML was built without libyaml")
     yield request.param
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,14 +40,25 @@ def _kill_leftovers(root: Path) -> None:
 
 
 @pytest.fixture
-def servers(tmp_path: Path) -> Iterator[list[EmbeddedServer]]:
+def root() -> Iterator[Path]:
+    """A data root outside pytest's tmp_path: as root, PostgreSQL runs as an unprivileged user that
+    must traverse every parent, and each new pytest session chmods /tmp/pytest-of-<user> to 0700."""
+    path = Path(tempfile.mkdtemp(prefix="stalwart-test-local-"))
+    try:
+        yield path
+    finally:
+        _kill_leftovers(path)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def servers(root: Path) -> Iterator[list[EmbeddedServer]]:
     started: list[EmbeddedServer] = []
     try:
         yield started
     finally:
         for server in reversed(started):
             stop(server, timeout=10.0)
-        _kill_leftovers(tmp_path)
 
 
 @pytest.fixture
@@ -60,16 +73,16 @@ def bystander() -> Iterator[psutil.Process]:
 
 
 def test_start_postgres_accepts_connections_is_idempotent_and_stops(
-    tmp_path: Path, servers: list[EmbeddedServer]
+    root: Path, servers: list[EmbeddedServer]
 ) -> None:
-    pg = start_postgres(tmp_path / "pg")
+    pg = start_postgres(root / "pg")
     servers.append(pg)
 
     with psycopg.connect(pg.url, connect_timeout=5) as conn:
         assert conn.execute("SELECT current_database()").fetchone() == ("stalwart",)
         assert conn.execute("SHOW server_encoding").fetchone() == ("UTF8",)
 
-    again = start_postgres(tmp_path / "pg")
+    again = start_postgres(root / "pg")
     assert (again.pid, again.url) == (pg.pid, pg.url)
 
     stop(pg)
@@ -78,16 +91,16 @@ def test_start_postgres_accepts_connections_is_idempotent_and_stops(
         psycopg.connect(pg.url, connect_timeout=2)
 
 
-def test_start_postgres_restart_keeps_port_and_data(tmp_path: Path, servers: list[EmbeddedServer]) -> None:
-    pg = start_postgres(tmp_path / "pg", database="keep")
+def test_start_postgres_restart_keeps_port_and_data(root: Path, servers: list[EmbeddedServer]) -> None:
+    pg = start_postgres(root / "pg", database="keep")
     servers.append(pg)
     with psycopg.connect(pg.url, autocommit=True) as conn:
         conn.execute("CREATE TABLE marker (v int)")
         conn.execute("INSERT INTO marker VALUES (42)")
-    stop(tmp_path / "pg")
+    stop(root / "pg")
     assert _gone(pg.pid)
 
-    restarted = start_postgres(tmp_path / "pg", database="keep")
+    restarted = start_postgres(root / "pg", database="keep")
     servers.append(restarted)
     assert restarted.pid != pg.pid
     assert restarted.url == pg.url
@@ -96,16 +109,16 @@ def test_start_postgres_restart_keeps_port_and_data(tmp_path: Path, servers: lis
 
 
 def test_start_postgres_replaces_stale_postmaster_pid(
-    tmp_path: Path, servers: list[EmbeddedServer], bystander: psutil.Process
+    root: Path, servers: list[EmbeddedServer], bystander: psutil.Process
 ) -> None:
-    pg = start_postgres(tmp_path / "pg")
+    pg = start_postgres(root / "pg")
     servers.append(pg)
     stop(pg)
     # As after a crash with the pid since reused: postmaster.pid names a live, unrelated process.
-    postmaster_pid = tmp_path / "pg" / "pgdata" / "postmaster.pid"
-    postmaster_pid.write_text(f"{bystander.pid}\n{tmp_path / 'pg' / 'pgdata'}\n0\n0\n\n\n\nready\n")
+    postmaster_pid = root / "pg" / "pgdata" / "postmaster.pid"
+    postmaster_pid.write_text(f"{bystander.pid}\n{root / 'pg' / 'pgdata'}\n0\n0\n\n\n\nready\n")
 
-    restarted = start_postgres(tmp_path / "pg")
+    restarted = start_postgres(root / "pg")
     servers.append(restarted)
 
     assert restarted.pid != bystander.pid
@@ -114,41 +127,39 @@ def test_start_postgres_replaces_stale_postmaster_pid(
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
-def test_start_redis_answers_ping_is_idempotent_and_stops(
-    tmp_path: Path, servers: list[EmbeddedServer]
-) -> None:
-    server = start_redis(tmp_path / "redis")
+def test_start_redis_answers_ping_is_idempotent_and_stops(root: Path, servers: list[EmbeddedServer]) -> None:
+    server = start_redis(root / "redis")
     servers.append(server)
 
     client = redis.Redis.from_url(server.url)
     assert client.ping() is True
     client.set("k", "v")
     client.close()
-    assert start_redis(tmp_path / "redis").pid == server.pid
+    assert start_redis(root / "redis").pid == server.pid
 
     stop(server)
     assert _gone(server.pid)
-    assert not (tmp_path / "redis" / "redis.pid").exists()
+    assert not (root / "redis" / "redis.pid").exists()
     with pytest.raises(redis.ConnectionError):
         redis.Redis.from_url(server.url, socket_connect_timeout=1).ping()
 
 
-def test_start_redis_persists_across_restart(tmp_path: Path, servers: list[EmbeddedServer]) -> None:
-    server = start_redis(tmp_path / "redis")
+def test_start_redis_persists_across_restart(root: Path, servers: list[EmbeddedServer]) -> None:
+    server = start_redis(root / "redis")
     servers.append(server)
     redis.Redis.from_url(server.url).set("survives", "yes")
     stop(server)
 
-    restarted = start_redis(tmp_path / "redis")
+    restarted = start_redis(root / "redis")
     servers.append(restarted)
     assert restarted.url == server.url
     assert redis.Redis.from_url(restarted.url).get("survives") == b"yes"
 
 
 def test_stale_pid_file_is_detected_replaced_and_its_pid_left_alone(
-    tmp_path: Path, servers: list[EmbeddedServer], bystander: psutil.Process
+    root: Path, servers: list[EmbeddedServer], bystander: psutil.Process
 ) -> None:
-    pid_file = tmp_path / "redis" / "redis.pid"
+    pid_file = root / "redis" / "redis.pid"
     pid_file.parent.mkdir(parents=True)
     # The bystander's pid with a create time from before it started: a reused pid.
     pid_file.write_text(f"{bystander.pid}\n{bystander.create_time() - 3600:.3f}\n")
@@ -160,7 +171,7 @@ def test_stale_pid_file_is_detected_replaced_and_its_pid_left_alone(
     assert bystander.is_running()
 
     pid_file.write_text(f"{bystander.pid}\n{bystander.create_time() - 3600:.3f}\n")
-    server = start_redis(tmp_path / "redis")
+    server = start_redis(root / "redis")
     servers.append(server)
     assert server.pid != bystander.pid
     assert bystander.is_running()

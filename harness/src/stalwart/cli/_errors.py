@@ -53,8 +53,9 @@ class CliGroup(TyperGroup):
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
-        except (typer.Exit, typer.Abort, typer.TyperException, EOFError):
-            # Typer's own exits, usage errors and prompt aborts already print the right thing.
+        except (typer.Exit, typer.Abort, typer.TyperException, EOFError, BrokenPipeError):
+            # Typer's own exits, usage errors, prompt aborts and a closed pipe (`| head`) are
+            # already handled by typer the right way.
             raise
         except KeyboardInterrupt:
             typer.echo("\nInterrupted.", err=True)

@@ -1,6 +1,5 @@
 """``stalwart experiment`` (alias ``e``): create, inspect, steer and tidy up experiments."""
 
-
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
@@ -81,10 +80,11 @@ def create(
     data = _build_context(context_dir)
     c = client(ctx)
     upload = c.upload_context(data)
-    # Progress goes to stderr so stdout carries only the result (or the JSON).
+    exp = c.create_experiment(config_text, context=upload.sha256, paused=paused)
+    # The context note goes to stderr so stdout carries only the result (or the JSON), and only
+    # now, so that a refused config still fails with a single line.
     verb = "uploaded" if upload.uploaded else "already on the master:"
     typer.echo(f"Context {verb} {upload.sha256[:12]} ({fmt_size(upload.size)})", err=True)
-    exp = c.create_experiment(config_text, context=upload.sha256, paused=paused)
     _summary(exp, as_json, f"Created experiment {exp.id}")
 
 

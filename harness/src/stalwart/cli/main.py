@@ -4,7 +4,6 @@ Kept cheap to import (no httpx, rich or YAML at module level) so ``stalwart --he
 completion answer at once; those load when a command actually needs them.
 """
 
-
 from typing import Annotated
 
 import typer

@@ -1,6 +1,5 @@
 """``stalwart master``: what the master says about itself."""
 
-
 import typer
 
 from stalwart.cli._shared import JsonOption, client, print_fields, print_json, state

@@ -1,6 +1,5 @@
 """``stalwart user`` (alias ``u``): log in and out, and manage accounts."""
 
-
 import contextlib
 import os
 from typing import Annotated

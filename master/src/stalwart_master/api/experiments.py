@@ -131,6 +131,7 @@ def delete_experiment(
 ) -> ExperimentDetail:
     """Marks it DELETING now; a Celery job removes it (and its context if unshared) in the background."""
     experiment = experiments_service.apply_verb(session, user, experiment_id, "delete")
+    answer = ExperimentDetail.model_validate(experiment)
     session.commit()
-    enqueue_experiment_deletion(experiment.id)
-    return ExperimentDetail.model_validate(experiment)
+    enqueue_experiment_deletion(experiment_id)
+    return answer

@@ -107,6 +107,9 @@ class Context(Base):
 
 class Experiment(Base):
     __tablename__ = "experiments"
+    # Fetch server-set columns (updated_at) at flush, so a response never reloads a row that a
+    # background job may already have deleted.
+    __mapper_args__ = {"eager_defaults": True}
     __table_args__ = (
         CheckConstraint(
             "state IN (" + ", ".join(f"'{s}'" for s in EXPERIMENT_STATES) + ")", name="state_valid"

@@ -162,6 +162,8 @@ if CParser is not None:
 
     _Loader = _CLoader
 
+USING_LIBYAML = CParser is not None
+
 
 def _position(mark: Mark | None) -> str:
     return f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "unknown position"

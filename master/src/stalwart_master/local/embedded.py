@@ -231,16 +231,20 @@ def _initdb(pgdata: Path, owner: tuple[int, int] | None, log_file: Path) -> None
     with open(log_file, "a") as f:
         f.write(result.stdout + result.stderr)
     if result.returncode != 0:
-        tail = "\n".join("    " + line for line in (result.stdout + result.stderr).splitlines()[-15:])
-        raise LocalClusterError(f"initdb failed with exit code {result.returncode}:\n{tail}")
+        output = result.stdout + result.stderr
+        tail = "\n".join("    " + line for line in output.splitlines()[-15:])
+        raise LocalClusterError(
+            f"initdb failed with exit code {result.returncode}{_permission_hint(output, pgdata)}:\n{tail}"
+        )
 
 
 def _wait_for_postgres(proc: psutil.Process, port: int, log_file: Path, timeout: float) -> None:
     def alive() -> None:
         if not is_alive(proc):
+            tail = log_tail(log_file)
             raise LocalClusterError(
-                "postgres exited before accepting connections; "
-                f"last lines of {log_file}:\n{log_tail(log_file)}"
+                f"postgres exited before accepting connections{_permission_hint(tail, log_file)}; "
+                f"last lines of {log_file}:\n{tail}"
             )
 
     def accepts() -> bool:
@@ -255,6 +259,15 @@ def _wait_for_postgres(proc: psutil.Process, port: int, log_file: Path, timeout:
             f"postgres did not accept connections on port {port} within {timeout:.0f}s; "
             f"last lines of {log_file}:\n{log_tail(log_file)}"
         )
+
+
+def _permission_hint(output: str, path: Path) -> str:
+    if os.geteuid() != 0 or "Permission denied" not in output:
+        return ""
+    return (
+        f" (as root, PostgreSQL runs as system user {POSTGRES_SYSTEM_USER!r}, which needs search (x) "
+        f"permission on every directory above {path.parent})"
+    )
 
 
 def _admin_dsn(port: int) -> str:

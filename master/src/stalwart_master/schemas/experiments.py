@@ -54,6 +54,15 @@ class ExperimentOut(BaseModel):
     ended_at: dt.datetime | None
     config: dict[str, Any]
 
+    @field_validator("config")
+    @classmethod
+    def _mask_secrets(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """Storage credentials are for trials, not for everyone who can list experiments."""
+        storage = config.get("checkpoint_storage")
+        if isinstance(storage, dict) and storage.get("secret_key"):
+            config = {**config, "checkpoint_storage": {**storage, "secret_key": "********"}}
+        return config
+
     @field_validator("owner", mode="before")
     @classmethod
     def _owner(cls, owner: Any) -> Any:
