@@ -11,7 +11,7 @@ import os
 import shutil
 import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +19,7 @@ import psycopg
 import pytest
 import redis as redis_lib
 
-from support import ManagedProcess, free_port, recreate_database, start_master, start_worker
+from support import ManagedProcess, drop_database, free_port, recreate_database, start_master, start_worker
 
 ADMIN_PASSWORD = "test-admin-password"
 SYSTEM_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -70,6 +70,8 @@ def _resolve_services(config: pytest.Config) -> None:
         config.stash[_root_key] = root
     os.environ["STALWART_TEST_PG_ADMIN_URL"] = pg_url
     os.environ["STALWART_TEST_REDIS_BASE"] = redis_url
+    # Databases are named per run as well as per worker, so two runs on one server never collide.
+    os.environ["STALWART_TEST_RUN"] = f"{os.getpid()}"
 
 
 _root_key = pytest.StashKey[Path]()
@@ -80,9 +82,11 @@ def pytest_configure(config: pytest.Config) -> None:
         _resolve_services(config)
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
     index = int(worker.removeprefix("gw")) if worker.startswith("gw") else 0
+    run = os.environ["STALWART_TEST_RUN"]
     base = os.environ["STALWART_TEST_PG_ADMIN_URL"].rsplit("/", 1)[0]
-    os.environ["STALWART_DATABASE_URL"] = f"{base}/stalwart_test_{worker}"
-    os.environ["STALWART_REDIS_URL"] = f"{os.environ['STALWART_TEST_REDIS_BASE']}/{1 + index % 15}"
+    os.environ["STALWART_DATABASE_URL"] = f"{base}/stalwart_test_{run}_{worker}"
+    redis_db = 1 + (int(run) + index) % 15
+    os.environ["STALWART_REDIS_URL"] = f"{os.environ['STALWART_TEST_REDIS_BASE']}/{redis_db}"
     os.environ["STALWART_ADMIN_PASSWORD"] = ADMIN_PASSWORD
     os.environ["STALWART_DATA_DIR"] = tempfile.mkdtemp(prefix=f"stalwart-test-{worker}-")
     # Tests never read or write the developer's real CLI token cache.
@@ -102,7 +106,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(scope="session")
-def database_url() -> str:
+def database_url() -> Iterator[str]:
     """This worker's own database, created empty and migrated once."""
     url = os.environ["STALWART_DATABASE_URL"]
     recreate_database(url.rsplit("/", 1)[1])
@@ -112,7 +116,27 @@ def database_url() -> str:
 
     upgrade(get_engine(get_settings().database.sqlalchemy_url))
     redis_lib.Redis.from_url(os.environ["STALWART_REDIS_URL"]).flushdb()
-    return url
+    yield url
+    from stalwart_master.db.session import get_engine
+
+    get_engine.cache_clear()
+    drop_database(url.rsplit("/", 1)[1])
+
+
+@pytest.fixture
+def scratch_database() -> Iterator[Callable[[str], str]]:
+    """Makes empty databases of this run and worker, dropped after the test."""
+    made: list[str] = []
+
+    def make(label: str) -> str:
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+        name = f"stalwart_{label}_{os.environ['STALWART_TEST_RUN']}_{worker}"
+        made.append(name)
+        return recreate_database(name)
+
+    yield make
+    for name in made:
+        drop_database(name)
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+
 from stalwart.context import (
     DEFAULT_MAX_CONTEXT_BYTES,
     ContextEntryRefused,

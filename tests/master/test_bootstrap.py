@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,14 +12,13 @@ from fastapi.testclient import TestClient
 from stalwart_master.app import create_app
 from stalwart_master.settings import AuthSettings, DatabaseSettings, Settings
 
-from support import recreate_database
-
 pytestmark = pytest.mark.integration
 
 
-def test_first_start_generates_admin_password_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
-    url = recreate_database(f"stalwart_bootstrap_{worker}")
+def test_first_start_generates_admin_password_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, scratch_database: Callable[[str], str]
+) -> None:
+    url = scratch_database("bootstrap")
     settings = Settings(
         data_dir=tmp_path, database=DatabaseSettings(url=url), auth=AuthSettings(admin_password=None)
     )

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+
 from stalwart_master.contexts.archive import (
     ArchiveTooLarge,
     ContextArchive,

@@ -13,19 +13,14 @@ from stalwart_master.db.migrate import current_revision, upgrade
 from stalwart_master.db.orm import Base
 from stalwart_master.db.schema_dump import dump_schema
 
-from support import recreate_database
-
 pytestmark = pytest.mark.integration
 
 SCHEMA_SQL = Path(__file__).resolve().parents[2] / "master" / "schema.sql"
 
 
 @pytest.fixture
-def empty_engine():  # type: ignore[no-untyped-def]
-    import os
-
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
-    url = recreate_database(f"stalwart_migrations_{worker}")
+def empty_engine(scratch_database):  # type: ignore[no-untyped-def]
+    url = scratch_database("migrations")
     engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
     yield engine
     engine.dispose()

@@ -383,7 +383,7 @@ def start_redis(
         if found.state == "running":
             assert found.process is not None
             proc = found.process
-            chosen = int((data_dir / "port").read_text().strip())
+            chosen = _redis_port(proc, data_dir / "port")
             log.info("redis for %s already running (pid %d, port %d)", data_dir, proc.pid, chosen)
         else:
             if found.state == "stale":
@@ -417,6 +417,14 @@ def start_redis(
         create_time=proc.create_time(),
         pid_file=pid_file,
     )
+
+
+def _redis_port(proc: psutil.Process, port_file: Path) -> int:
+    try:
+        return int(port_file.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        # redis-server retitles itself "redis-server 127.0.0.1:PORT".
+        return int(" ".join(proc.cmdline()).rsplit(":", 1)[1].split()[0])
 
 
 def _wait_for_redis(proc: psutil.Process, port: int, log_file: Path, timeout: float) -> None:
