@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -159,6 +160,21 @@ def test_up_reports_a_master_that_dies_in_one_error_and_leaves_no_master(
         "master": "stopped",
         "worker": "stopped",
     }
+
+
+@pytest.mark.integration
+def test_up_on_a_busy_port_fails_before_starting_anything(data_dir: Path, cli_env: dict[str, str]) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = _cli(cli_env, "up", "--port", str(port))
+
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"Error: port {port} on 127.0.0.1 is already in use; choose another with --port"
+    )
+    assert not any((data_dir / "run").glob("*.pid"))
 
 
 @pytest.mark.unit

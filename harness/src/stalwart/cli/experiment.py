@@ -222,7 +222,7 @@ _VERBS = {
     "activate": ("activate_experiment", "Resume a paused experiment."),
     "cancel": ("cancel_experiment", "Stop gracefully: trials checkpoint, then it ends CANCELED."),
     "kill": ("kill_experiment", "Stop at once without checkpointing."),
-    "archive": ("archive_experiment", "Hide a finished experiment from default views."),
+    "archive": ("archive_experiment", "Mark a finished experiment archived (list --no-archived leaves it out)."),
     "unarchive": ("unarchive_experiment", "Undo archive."),
 }
 

@@ -162,6 +162,9 @@ def up(
     notes: list[str] = []
     actions: dict[str, str] = {}
     with file_lock(layout.run_dir / ".lock"):
+        # Fail before starting anything when the master could not bind anyway.
+        if layout.check("master").state != "running":
+            _require_free_port(host, port)
         database_url = database_url or os.environ.get("STALWART_DATABASE_URL") or None
         redis_url = redis_url or os.environ.get("STALWART_REDIS_URL") or None
         state: dict[str, Any] = {
@@ -268,8 +271,7 @@ def _ensure_master(
     if check.state == "stale":
         notes.append(f"master: replaced stale pid file ({check.reason})")
         layout.pid_file("master").unlink(missing_ok=True)
-    if not port_is_free(port, host):
-        raise LocalClusterError(f"port {port} on {host} is already in use; choose another with --port")
+    _require_free_port(host, port)
     proc = spawn(
         [sys.executable, "-m", "stalwart_master", "serve", "--host", host, "--port", str(port)],
         log_file=log_file,
@@ -286,6 +288,11 @@ def _ensure_master(
         layout.pid_file("master").unlink(missing_ok=True)
         raise
     return url, "started"
+
+
+def _require_free_port(host: str, port: int) -> None:
+    if not port_is_free(port, host):
+        raise LocalClusterError(f"port {port} on {host} is already in use; choose another with --port")
 
 
 def _wait_for_health(proc: psutil.Process, url: str, log_file: Path, timeout: float) -> None:
