@@ -32,13 +32,15 @@ test-deps: $(VENV)/.test-deps
 demo: install
 	$(BIN)/stalwart deploy local up --data-dir $(DATA_DIR) --port $(PORT)
 
-## make test: install what tests need, lint, then run the whole suite.
+## make test: install what tests need, lint and type-check, then run the whole suite.
 test: test-deps
 	$(BIN)/ruff check .
+	$(BIN)/mypy master/src harness/src agent/src
 	$(BIN)/pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 lint: test-deps
 	$(BIN)/ruff check .
+	$(BIN)/mypy master/src harness/src agent/src
 	$(BIN)/ruff format --check .
 
 format: test-deps

@@ -92,12 +92,16 @@ def create(
 def list_(
     ctx: typer.Context,
     states: Annotated[
-        list[str] | None, typer.Option("--state", help="Only this state (repeatable).", show_default=False)
+        list[str] | None,
+        typer.Option("--state", help="Only this state (repeatable).", show_default=False, metavar="STATE"),
     ] = None,
     labels: Annotated[
         list[str] | None,
         typer.Option(
-            "--label", help="Only with this label (repeatable; all must match).", show_default=False
+            "--label",
+            help="Only with this label (repeatable; all must match).",
+            show_default=False,
+            metavar="LABEL",
         ),
     ] = None,
     name: Annotated[
@@ -222,7 +226,10 @@ _VERBS = {
     "activate": ("activate_experiment", "Resume a paused experiment."),
     "cancel": ("cancel_experiment", "Stop gracefully: trials checkpoint, then it ends CANCELED."),
     "kill": ("kill_experiment", "Stop at once without checkpointing."),
-    "archive": ("archive_experiment", "Mark a finished experiment archived (list --no-archived leaves it out)."),
+    "archive": (
+        "archive_experiment",
+        "Mark a finished experiment archived (list --no-archived leaves it out).",
+    ),
     "unarchive": ("unarchive_experiment", "Undo archive."),
 }
 

@@ -26,7 +26,8 @@ _CONSTRAINTS = text(
     FROM pg_constraint con
     JOIN pg_class c ON c.oid = con.conrelid
     JOIN pg_namespace n ON n.oid = c.relnamespace
-    WHERE n.nspname = 'public'
+    -- PostgreSQL 18 lists NOT NULL as constraints too; the column lines already say it.
+    WHERE n.nspname = 'public' AND con.contype <> 'n'
     ORDER BY c.relname, con.conname
     """
 )
