@@ -90,10 +90,13 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["STALWART_ADMIN_PASSWORD"] = ADMIN_PASSWORD
     os.environ["STALWART_DATA_DIR"] = tempfile.mkdtemp(prefix=f"stalwart-test-{worker}-")
     # Tests never read or write the developer's real CLI token cache.
-    os.environ.setdefault("STALWART_CONFIG_DIR", tempfile.mkdtemp(prefix="stalwart-test-cli-"))
+    os.environ["STALWART_CONFIG_DIR"] = tempfile.mkdtemp(prefix="stalwart-test-cli-")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    for variable in ("STALWART_DATA_DIR", "STALWART_CONFIG_DIR"):
+        if Path(os.environ.get(variable, "/")).name.startswith("stalwart-test-"):
+            shutil.rmtree(os.environ[variable], ignore_errors=True)
     if hasattr(config, "workerinput"):
         return
     from stalwart_master.local import embedded

@@ -119,3 +119,10 @@ def test_metrics_count_requests_by_route_template(admin) -> None:  # type: ignor
     body = admin.get("/metrics").text
     assert 'route="/api/v1/experiments/{experiment_id}"' in body
     assert "424242" not in body
+
+
+def test_wrong_method_is_405_listing_every_allowed_method(admin) -> None:  # type: ignore[no-untyped-def]
+    response = admin.put("/api/v1/experiments/1")
+    assert response.status_code == 405
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["allow"] == "DELETE, GET, PATCH"

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from stalwart_master import __version__
-from stalwart_master.api import auth, contexts, experiments, master, metrics, problems
+from stalwart_master.api import auth, contexts, experiments, master, metrics, openapi, problems
 from stalwart_master.db.migrate import upgrade
 from stalwart_master.db.orm import Cluster
 from stalwart_master.db.session import get_engine
@@ -23,6 +23,8 @@ from stalwart_master.settings import Settings, get_settings
 log = logging.getLogger(__name__)
 
 ADMIN_PASSWORD_FILE = "admin-password"
+# The routes anyone may call without a token; everything else requires one.
+PUBLIC_ROUTES = {("POST", "/api/v1/auth/login"), ("GET", "/health"), ("GET", "/api/v1/master")}
 
 
 def _write_secret(path: Path, value: str) -> None:
@@ -73,4 +75,5 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         app.include_router(module.public)
     for module in (master, auth, contexts, experiments):
         app.include_router(module.router)
+    openapi.install(app, PUBLIC_ROUTES)
     return app

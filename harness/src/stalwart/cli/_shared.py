@@ -64,7 +64,9 @@ def print_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, captio
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(*columns, caption=caption, box=None, header_style="bold", pad_edge=False)
+    table = Table(caption=caption, box=None, header_style="bold", pad_edge=False)
+    for column in columns:
+        table.add_column(column, overflow="fold")  # wrap long ids and URLs rather than cut them
     for row in rows:
         # Text() so user data such as a "[red]" label is shown, not interpreted as rich markup.
         table.add_row(*(Text("" if cell is None else str(cell)) for cell in row))

@@ -15,7 +15,7 @@ router = APIRouter(
     prefix="/api/v1/contexts",
     tags=["contexts"],
     dependencies=[require_token],
-    responses=problem_responses(401),
+    responses=problem_responses(401, 404),
 )
 Sha256 = Annotated[str, Path(pattern=r"^[0-9a-f]{64}$")]
 

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Path, Query, status
 
 from stalwart_master.api.deps import CurrentUser, SessionDep, SettingsDep, require_token
 from stalwart_master.jobs import enqueue_experiment_deletion
-from stalwart_master.schemas.common import Page, problem_responses
+from stalwart_master.schemas.common import Page, Text, problem_responses
 from stalwart_master.schemas.experiments import (
     ExperimentCreate,
     ExperimentDetail,
@@ -57,9 +57,9 @@ def list_experiments(
     session: SessionDep,
     settings: SettingsDep,
     state: Annotated[list[ExperimentState], Query()] = [],  # noqa: B006 (FastAPI copies defaults)
-    label: Annotated[list[str], Query()] = [],  # noqa: B006
-    name: Annotated[str | None, Query(max_length=256)] = None,
-    owner: Annotated[str | None, Query(max_length=128)] = None,
+    label: Annotated[list[Text], Query(max_length=100)] = [],  # noqa: B006
+    name: Annotated[Text | None, Query(max_length=256)] = None,
+    owner: Annotated[Text | None, Query(max_length=128)] = None,
     archived: bool | None = None,
     order_by: OrderBy = "id",
     order: Literal["asc", "desc"] = "desc",

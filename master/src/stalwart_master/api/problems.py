@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from stalwart_master.errors import DomainError
@@ -27,9 +29,13 @@ _HTTP_SLUGS = {
 }
 
 
-def problem(status: int, slug: str, title: str, detail: str, **extra: Any) -> JSONResponse:
+def problem(
+    status: int, slug: str, title: str, detail: str, headers: Mapping[str, str] | None = None, **extra: Any
+) -> JSONResponse:
     body = {"type": PROBLEM_TYPE_PREFIX + slug, "title": title, "status": status, "detail": detail, **extra}
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    headers = dict(headers or {})
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
     return JSONResponse(body, status_code=status, media_type="application/problem+json", headers=headers)
 
 
@@ -64,10 +70,22 @@ async def _request_validation(_: Request, exc: Exception) -> JSONResponse:
     return problem(422, "invalid", "Invalid request", detail, errors=errors)
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+def _allowed_methods(request: Request) -> str | None:
+    """Every method the path supports; Starlette only names those of the first route it matched."""
+    path = request.url.path
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        if re.fullmatch(re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(template)), path):
+            return ", ".join(sorted(m.upper() for m in operations))
+    return None
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     slug, title = _HTTP_SLUGS.get(exc.status_code, ("error", "Error"))
-    return problem(exc.status_code, slug, title, str(exc.detail))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = _allowed_methods(request) or headers.get("Allow", "")
+    return problem(exc.status_code, slug, title, str(exc.detail), headers=headers)
 
 
 async def _database_down(_: Request, exc: Exception) -> JSONResponse:
@@ -75,6 +93,19 @@ async def _database_down(_: Request, exc: Exception) -> JSONResponse:
     return problem(
         503, "service-unavailable", "Service unavailable", "the database is unreachable; retry shortly"
     )
+
+
+async def _database_refused_value(_: Request, exc: Exception) -> JSONResponse:
+    # Values that pass validation but PostgreSQL cannot hold (e.g. a NUL byte in text).
+    log.info("database refused a value: %s", exc)
+    detail = "a value contains characters or numbers the database cannot store"
+    return problem(422, "invalid", "Invalid input", detail)
+
+
+async def _database_conflict(_: Request, exc: Exception) -> JSONResponse:
+    # Two requests raced past a service's own check; the constraint keeps the data right.
+    log.info("constraint violation: %s", exc)
+    return problem(409, "conflict", "Conflict", "the change conflicts with data stored meanwhile; retry")
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -89,5 +120,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _request_validation)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(OperationalError, _database_down)
-    app.add_exception_handler(DBAPIError, _database_down)
+    app.add_exception_handler(InterfaceError, _database_down)
+    app.add_exception_handler(DataError, _database_refused_value)
+    app.add_exception_handler(IntegrityError, _database_conflict)
     app.add_exception_handler(Exception, _unexpected)

@@ -1,8 +1,18 @@
 from __future__ import annotations
 
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+# Text that PostgreSQL can store: everything but NUL (the pattern tells API clients the same).
+Text = Annotated[str, AfterValidator(_no_nul), Field(json_schema_extra={"pattern": "^[^\\u0000]*$"})]
 
 
 class FieldProblem(BaseModel):
@@ -34,10 +44,7 @@ class Page(BaseModel, Generic[T]):
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries so generated clients know every error body is a Problem."""
+    schema = {"$ref": "#/components/schemas/Problem"}
     return {
-        s: {
-            "model": Problem,
-            "content": {"application/problem+json": {"schema": Problem.model_json_schema()}},
-        }
-        for s in statuses
+        s: {"model": Problem, "content": {"application/problem+json": {"schema": schema}}} for s in statuses
     }

@@ -1,19 +1,26 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from stalwart_master.schemas.common import Text
 from stalwart_master.services.states import ExperimentState
 
-Label = Field(min_length=1, max_length=255)
+# Not blank, no NUL: the pattern documents what the validator below enforces.
+Label = Annotated[
+    Text,
+    Field(
+        min_length=1, max_length=255, json_schema_extra={"pattern": "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$"}
+    ),
+]
 
 
 class ExperimentCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    config: str = Field(description="The experiment config as YAML text")
+    config: Text = Field(min_length=1, description="The experiment config as YAML text")
     context: str | None = Field(
         default=None, pattern=r"^[0-9a-f]{64}$", description="sha256 of an uploaded context"
     )
@@ -24,9 +31,9 @@ class ExperimentCreate(BaseModel):
 class ExperimentPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(default=None, min_length=1, max_length=256)
-    description: str | None = Field(default=None, max_length=10_000)
-    labels: list[str] | None = Field(default=None, max_length=100)
+    name: Text | None = Field(default=None, min_length=1, max_length=256)
+    description: Text | None = Field(default=None, max_length=10_000)
+    labels: list[Label] | None = Field(default=None, max_length=100)
 
     @field_validator("labels")
     @classmethod

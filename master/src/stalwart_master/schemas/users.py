@@ -4,6 +4,8 @@ import datetime as dt
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from stalwart_master.schemas.common import Text
+
 
 class UserOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
@@ -16,8 +18,10 @@ class UserOut(BaseModel):
 
 
 class LoginRequest(BaseModel):
-    username: str = Field(min_length=1, max_length=128)
-    password: str = Field(min_length=1, max_length=1024)
+    model_config = ConfigDict(extra="forbid")
+
+    username: Text = Field(min_length=1, max_length=128)
+    password: Text = Field(min_length=1, max_length=1024)
 
 
 class LoginResponse(BaseModel):
@@ -26,6 +30,8 @@ class LoginResponse(BaseModel):
 
 
 class UserCreate(BaseModel):
-    username: str = Field(min_length=1, max_length=128)
-    password: str = Field(min_length=8, max_length=1024)
+    model_config = ConfigDict(extra="forbid")
+
+    username: str = Field(pattern=r"^[A-Za-z0-9._-]{1,128}$", description="letters, digits, '.', '_' or '-'")
+    password: Text = Field(min_length=8, max_length=1024)
     admin: bool = False
