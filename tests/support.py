@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psutil
 import psycopg
 
 
@@ -127,3 +129,35 @@ def recreate_database(name: str) -> str:
 def drop_database(name: str) -> None:
     with psycopg.connect(os.environ["STALWART_TEST_PG_ADMIN_URL"], autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def process_gone(pid: int) -> bool:
+    """Gone or a zombie: this machine's init is slow to reap, and a zombie holds nothing."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def kill_leftovers(root: Path) -> None:
+    """Last resort after a failed test: kill anything running from, or with data under, ``root``."""
+    for proc in psutil.process_iter(["pid", "cmdline", "cwd"]):
+        info = proc.info
+        text = " ".join(info.get("cmdline") or []) + " " + (info.get("cwd") or "")
+        if str(root) in text and proc.pid != psutil.Process().pid:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.kill()
+
+
+SIMPLE_CONFIG = """\
+name: {name}
+description: {description}
+labels: [{label}]
+entrypoint: python3 train.py
+hyperparameters:
+  learning_rate: 0.05
+searcher:
+  name: single
+  metric: validation_loss
+  smaller_is_better: true
+"""

@@ -22,20 +22,11 @@ from typer.testing import CliRunner, Result
 
 from stalwart.cli.main import app
 
+from support import SIMPLE_CONFIG
+
 pytestmark = pytest.mark.e2e
 
-CONFIG = """\
-name: {name}
-description: made by test_cli_experiments
-labels: [{label}]
-entrypoint: python3 train.py
-hyperparameters:
-  learning_rate: 0.05
-searcher:
-  name: single
-  metric: validation_loss
-  smaller_is_better: true
-"""
+CONFIG = SIMPLE_CONFIG.replace("{description}", "made by test_cli_experiments")
 BAD_CONFIG = CONFIG.replace("name: single", "name: nonsense-searcher").replace(
     "learning_rate: 0.05", "lr: {}"
 )

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 import pytest
 from typer.testing import CliRunner
 
@@ -23,25 +22,10 @@ from stalwart.cli import deploy
 from stalwart_master.local import cluster
 from stalwart_master.local.process import free_port
 
+from support import kill_leftovers, process_gone
+
 CLI = [sys.executable, "-c", "from stalwart.cli.main import main; main()", "deploy", "local"]
 COMPONENTS = {"postgres", "redis", "master", "worker"}
-
-
-def _gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
-def _kill_leftovers(root: Path) -> None:
-    """Last resort after a failed test: kill anything running from, or with data under, ``root``."""
-    me = os.getpid()
-    for proc in psutil.process_iter(["pid", "cmdline", "cwd"]):
-        text = " ".join(proc.info.get("cmdline") or []) + " " + (proc.info.get("cwd") or "")
-        if str(root) in text and proc.pid != me:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                proc.kill()
 
 
 @pytest.fixture
@@ -54,7 +38,7 @@ def data_dir() -> Iterator[Path]:
     finally:
         with contextlib.suppress(Exception):
             cluster.down(root)
-        _kill_leftovers(root)
+        kill_leftovers(root)
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -99,7 +83,7 @@ def test_up_status_down_runs_and_stops_exactly_the_local_cluster(
     first = _json(_cli(cli_env, "up", "--data-dir", str(data_dir), "--port", str(port), "--json"))
     assert {c["name"]: c["state"] for c in first["components"]} == dict.fromkeys(COMPONENTS, "running")
     pids = _pids(first)
-    assert all(not _gone(pid) for pid in pids.values())
+    assert all(not process_gone(pid) for pid in pids.values())
     assert first["master_url"] == f"http://127.0.0.1:{port}"
     assert httpx.get(f"{first['master_url']}/health", timeout=10).status_code == 200
     password = first["admin"]["password"]
@@ -121,7 +105,7 @@ def test_up_status_down_runs_and_stops_exactly_the_local_cluster(
 
     down = _json(_cli(cli_env, "down", "--json"))
     assert {c["name"]: c["state"] for c in down["components"]} == dict.fromkeys(COMPONENTS, "stopped")
-    assert [pid for pid in pids.values() if not _gone(pid)] == []
+    assert [pid for pid in pids.values() if not process_gone(pid)] == []
     after = _json(_cli(cli_env, "status", "--json"))
     assert {c["state"] for c in after["components"]} == {"stopped"}
     assert (data_dir / "postgres" / "pgdata" / "PG_VERSION").exists()
@@ -132,7 +116,7 @@ def test_up_status_down_runs_and_stops_exactly_the_local_cluster(
     assert restarted["admin"]["password"] == password
     assert _login(restarted["master_url"], password) == 200
     assert _cli(cli_env, "down").returncode == 0
-    assert all(_gone(pid) for pid in _pids(restarted).values())
+    assert all(process_gone(pid) for pid in _pids(restarted).values())
 
 
 @pytest.mark.e2e

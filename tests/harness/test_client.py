@@ -33,18 +33,9 @@ from stalwart.client import (
 )
 from stalwart.context import build_context
 
-CONFIG = """\
-name: {name}
-description: made by test_client
-labels: [{label}]
-entrypoint: python3 train.py
-hyperparameters:
-  learning_rate: 0.05
-searcher:
-  name: single
-  metric: validation_loss
-  smaller_is_better: true
-"""
+from support import SIMPLE_CONFIG
+
+CONFIG = SIMPLE_CONFIG.replace("{description}", "made by test_client")
 
 
 @pytest.fixture(autouse=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import subprocess
 import sys
@@ -19,24 +18,9 @@ from stalwart_master.local import cluster
 from stalwart_master.local.embedded import EmbeddedServer, start_postgres, start_redis, stop
 from stalwart_master.local.process import check_pid_file, cmdline_has, read_pid_file
 
+from support import kill_leftovers, process_gone
+
 pytestmark = pytest.mark.integration
-
-
-def _gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
-def _kill_leftovers(root: Path) -> None:
-    """Last resort after a failed test: kill anything running from, or with data under, ``root``."""
-    for proc in psutil.process_iter(["pid", "cmdline", "cwd"]):
-        info = proc.info
-        text = " ".join(info.get("cmdline") or []) + " " + (info.get("cwd") or "")
-        if str(root) in text and proc.pid != psutil.Process().pid:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                proc.kill()
 
 
 @pytest.fixture
@@ -47,7 +31,7 @@ def root() -> Iterator[Path]:
     try:
         yield path
     finally:
-        _kill_leftovers(path)
+        kill_leftovers(path)
         shutil.rmtree(path, ignore_errors=True)
 
 
@@ -86,7 +70,7 @@ def test_start_postgres_accepts_connections_is_idempotent_and_stops(
     assert (again.pid, again.url) == (pg.pid, pg.url)
 
     stop(pg)
-    assert _gone(pg.pid)
+    assert process_gone(pg.pid)
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(pg.url, connect_timeout=2)
 
@@ -98,7 +82,7 @@ def test_start_postgres_restart_keeps_port_and_data(root: Path, servers: list[Em
         conn.execute("CREATE TABLE marker (v int)")
         conn.execute("INSERT INTO marker VALUES (42)")
     stop(root / "pg")
-    assert _gone(pg.pid)
+    assert process_gone(pg.pid)
 
     restarted = start_postgres(root / "pg", database="keep")
     servers.append(restarted)
@@ -138,7 +122,7 @@ def test_start_redis_answers_ping_is_idempotent_and_stops(root: Path, servers: l
     assert start_redis(root / "redis").pid == server.pid
 
     stop(server)
-    assert _gone(server.pid)
+    assert process_gone(server.pid)
     assert not (root / "redis" / "redis.pid").exists()
     with pytest.raises(redis.ConnectionError):
         redis.Redis.from_url(server.url, socket_connect_timeout=1).ping()
