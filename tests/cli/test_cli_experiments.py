@@ -22,7 +22,7 @@ from typer.testing import CliRunner, Result
 
 from stalwart.cli.main import app
 
-from support import SIMPLE_CONFIG
+from support import SIMPLE_CONFIG, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -241,11 +241,8 @@ def test_delete_asks_first_then_removes(admin_cli: Cli, model: tuple[Path, Path]
 
     deleted = admin_cli("e", "delete", exp, "--yes")
     assert deleted.exit_code == 0 and "DELETING" in deleted.stdout
-    deadline = time.monotonic() + 30
-    while (result := admin_cli("e", "describe", exp)).exit_code == 0:
-        assert time.monotonic() < deadline, "still there 30s after delete"
-        time.sleep(0.2)
-    one_error_line(result, "not found")
+    wait_for(lambda: admin_cli("e", "describe", exp).exit_code != 0, 30, "the deletion job")
+    one_error_line(admin_cli("e", "describe", exp), "not found")
 
 
 def test_wait_exit_codes(admin_cli: Cli, model: tuple[Path, Path]) -> None:
