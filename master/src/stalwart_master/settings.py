@@ -6,8 +6,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_PLACEHOLDERS = {"admin", "changeme", "change-me", "password", "secret", "stalwart"}
 
 
 class DatabaseSettings(BaseSettings):
@@ -67,6 +69,18 @@ class Settings(BaseSettings):
     redis: RedisSettings = Field(default_factory=RedisSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
+
+    @model_validator(mode="after")
+    def _no_placeholder_secrets(self) -> Settings:
+        """Outside development a guessable admin password is refused at start, not discovered later."""
+        password = self.auth.admin_password
+        weak = password is not None and (password.lower() in _PLACEHOLDERS or len(password) < 12)
+        if self.environment == "production" and weak:
+            raise ValueError(
+                "STALWART_ADMIN_PASSWORD is a placeholder or shorter than 12 characters; "
+                "set a real one or unset it to have one generated"
+            )
+        return self
 
     @field_validator("data_dir")
     @classmethod
