@@ -9,15 +9,19 @@ PORT ?= 8080
 PYTEST_ARGS ?=
 PYTEST_WORKERS ?= 2
 
-.PHONY: demo test install test-deps lint format down status clean
+.PHONY: demo test install test-deps lint format down status clean bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(VENV)/.installed: $(BIN)/python harness/pyproject.toml master/pyproject.toml agent/pyproject.toml
+$(VENV)/.installed: $(BIN)/python harness/pyproject.toml master/pyproject.toml agent/pyproject.toml requirements-examples.txt
 	$(BIN)/pip install --quiet $(TORCH_SPEC)
-	$(BIN)/pip install --quiet -e harness -e master -e agent
+	$(BIN)/pip install --quiet -e harness -e master -e agent -r requirements-examples.txt
+	touch $@
+
+$(VENV)/.bench-deps: $(VENV)/.installed bench/requirements.txt
+	$(BIN)/pip install --quiet -r bench/requirements.txt
 	touch $@
 
 $(VENV)/.test-deps: $(VENV)/.installed requirements-test.txt
@@ -37,6 +41,10 @@ test: test-deps
 	$(BIN)/ruff check .
 	$(BIN)/mypy master/src harness/src agent/src
 	$(BIN)/pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+
+## make bench: the benchmarks, each against its baseline in the same run (see docs/benchmarks.md).
+bench: $(VENV)/.bench-deps
+	$(BIN)/python bench/harness_overhead.py
 
 lint: test-deps
 	$(BIN)/ruff check .

@@ -31,8 +31,29 @@ def test_invalid_config_is_refused_with_its_field_path(admin, case: str, config:
     assert _count(admin) == before
 
 
+ASHA_PART = """  name: adaptive_asha
+  metric: val_loss
+  smaller_is_better: true
+  max_trials: 16
+  max_concurrent_trials: 4
+  time_metric: batches
+  max_time: 1000
+  mode: standard
+  divisor: 4
+  max_rungs: 3
+"""
+
+
 def test_valid_config_from_the_table_is_accepted(admin) -> None:  # type: ignore[no-untyped-def]
-    assert admin.post("/api/v1/experiments", json={"config": VALID_CONFIG}).status_code == 201
+    assert ASHA_PART in VALID_CONFIG
+    random = VALID_CONFIG.replace(ASHA_PART, "  name: random\n  metric: val_loss\n  max_trials: 16\n")
+    assert admin.post("/api/v1/experiments", json={"config": random}).status_code == 201
+
+
+def test_a_valid_but_unsupported_searcher_is_refused_cleanly(admin) -> None:  # type: ignore[no-untyped-def]
+    response = admin.post("/api/v1/experiments", json={"config": VALID_CONFIG})
+    assert response.status_code == 422
+    assert [e["path"] for e in response.json()["errors"]] == ["searcher.name"]
 
 
 def test_yaml_syntax_error_names_line_and_column(admin) -> None:  # type: ignore[no-untyped-def]

@@ -21,7 +21,7 @@ def test_no_generated_request_gets_a_server_error(app, admin_token: str) -> None
             continue
         checked.append(f"{operation.method.upper()} {operation.path}")
 
-        @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck), database=None)
         @given(case=operation.as_strategy())
         def call(case) -> None:  # type: ignore[no-untyped-def]
             response = case.call(headers={"Authorization": f"Bearer {admin_token}"})

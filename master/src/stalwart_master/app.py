@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -13,10 +14,22 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from stalwart_master import __version__
-from stalwart_master.api import auth, contexts, experiments, master, metrics, openapi, problems
+from stalwart_master.api import (
+    agents,
+    allocations,
+    auth,
+    contexts,
+    experiments,
+    master,
+    metrics,
+    openapi,
+    problems,
+    trials,
+)
 from stalwart_master.db.migrate import upgrade
 from stalwart_master.db.orm import Cluster
 from stalwart_master.db.session import get_engine
+from stalwart_master.scheduler.loop import SchedulerThread
 from stalwart_master.services import users as users_service
 from stalwart_master.settings import Settings, get_settings
 
@@ -57,8 +70,16 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         if migrate:
             upgrade(engine)
         bootstrap(sessions, settings)
+        scheduler = SchedulerThread(
+            sessions,
+            settings.scheduler_tick_seconds,
+            dt.timedelta(seconds=settings.agent_reconnect_wait_seconds),
+        )
+        app.state.scheduler = scheduler
+        scheduler.start()
         log.info("master %s ready (cluster %s)", __version__, settings.cluster_name)
         yield
+        scheduler.stop()
         engine.dispose()
 
     app = FastAPI(
@@ -73,7 +94,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     metrics.install(app)
     for module in (master, auth):
         app.include_router(module.public)
-    for module in (master, auth, contexts, experiments):
+    for module in (master, auth, contexts, experiments, trials, agents, allocations):
         app.include_router(module.router)
     openapi.install(app, PUBLIC_ROUTES)
     return app

@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     data_dir: Path = Path("~/.stalwart")
     cluster_name: str = "stalwart"
     log_level: str = "INFO"
+    # An agent silent this long is lost: its runs end and its trials resume elsewhere.
+    agent_reconnect_wait_seconds: float = Field(default=25.0, gt=0)
+    scheduler_tick_seconds: float = Field(default=1.0, gt=0)
     # Merged under every submitted experiment config (the user's values win), e.g. checkpoint storage.
     experiment_defaults: dict[str, Any] = Field(default_factory=dict)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)

@@ -1,4 +1,4 @@
-"""``stalwart experiment`` (alias ``e``): create, inspect, steer and tidy up experiments."""
+"""``stalwart experiment`` (alias ``e``): create, follow, inspect, steer and tidy up experiments."""
 
 from collections.abc import Callable
 from enum import StrEnum
@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
-from stalwart.cli._errors import EXIT_ERROR, CliError
+from stalwart.cli._errors import EXIT_ERROR, EXIT_INTERRUPTED, CliError
 from stalwart.cli._shared import JsonOption, client, fmt_size, fmt_time, print_fields, print_json, print_table
+from stalwart.cli.trial import FollowOption, TailOption, print_logs, print_trials, searcher_metric
 from stalwart.client import Experiment, ExperimentState, WaitTimeout
 
 # `wait` exit codes: 0 COMPLETED, 1 CANCELED/ERROR (and any failure), 3 on timeout, so a script can
@@ -73,6 +74,15 @@ def create(
     paused: Annotated[
         bool, typer.Option("--paused", help="Create it paused; start with `activate`.")
     ] = False,
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow",
+            "-f",
+            help="Show progress and the first trial's logs until it ends; exit 0 only if COMPLETED.",
+        ),
+    ] = False,
+    poll: Annotated[float, typer.Option(min=0.1, help="Seconds between progress checks (--follow).")] = 2.0,
     as_json: JsonOption = False,
 ) -> None:
     """Upload the model directory and submit CONFIG as a new experiment; prints its id."""
@@ -85,7 +95,20 @@ def create(
     # now, so that a refused config still fails with a single line.
     verb = "uploaded" if upload.uploaded else "already on the master:"
     typer.echo(f"Context {verb} {upload.sha256[:12]} ({fmt_size(upload.size)})", err=True)
-    _summary(exp, as_json, f"Created experiment {exp.id}")
+    if not follow:
+        _summary(exp, as_json, f"Created experiment {exp.id}")
+        return
+    from stalwart.cli._follow import follow_experiment
+
+    # With --json stdout carries only the final experiment, so logs are not streamed there.
+    typer.echo(f"Created experiment {exp.id}", err=as_json)
+    try:
+        exp = follow_experiment(c, exp, poll=poll, logs=not as_json)
+    except KeyboardInterrupt:
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    _summary(exp, as_json, f"Experiment {exp.id} ended {exp.state}")
+    if exp.state != ExperimentState.COMPLETED:
+        raise typer.Exit(EXIT_ERROR)
 
 
 @app.command("list")
@@ -160,10 +183,12 @@ app.command("ls", hidden=True)(list_)
 
 @app.command()
 def describe(ctx: typer.Context, experiment_id: ExperimentId, as_json: JsonOption = False) -> None:
-    """Show one experiment."""
-    exp = client(ctx).get_experiment(experiment_id)
+    """Show one experiment and its trials (state, restarts, steps, best metric, latest checkpoint)."""
+    c = client(ctx)
+    exp = c.get_experiment(experiment_id)
+    trials = c.list_trials(experiment_id)
     if as_json:
-        print_json(exp.raw)
+        print_json({**exp.raw, "trials": [t.raw for t in trials]})
         return
     print_fields(
         {
@@ -181,6 +206,26 @@ def describe(ctx: typer.Context, experiment_id: ExperimentId, as_json: JsonOptio
             "Ended": fmt_time(exp.ended_at),
         }
     )
+    typer.echo()
+    print_trials(trials, searcher_metric(exp.config))
+
+
+@app.command()
+def logs(
+    ctx: typer.Context,
+    experiment_id: ExperimentId,
+    follow: FollowOption = False,
+    tail: TailOption = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print each line as one JSON object (NDJSON).")
+    ] = False,
+) -> None:
+    """Print the logs of the experiment's first trial (see `trial logs` for the others)."""
+    c = client(ctx)
+    trials = c.list_trials(experiment_id)
+    if not trials:
+        raise CliError(f"experiment {experiment_id} has no trials yet")
+    print_logs(c, trials[0].id, follow=follow, tail=tail, as_json=as_json)
 
 
 @app.command()

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from stalwart.cli import deploy, experiment, master, user
+from stalwart.cli import agent, checkpoint, deploy, experiment, master, slot, trial, user
 from stalwart.cli._errors import CliGroup
 from stalwart.cli._shared import CliState
 from stalwart.client import auth
@@ -27,11 +27,16 @@ app = typer.Typer(
 # det-style short aliases are the same groups registered again under a hidden name.
 for _group, _name, _alias in (
     (experiment.app, "experiment", "e"),
+    (trial.app, "trial", "t"),
+    (checkpoint.app, "checkpoint", "c"),
+    (agent.app, "agent", "a"),
+    (slot.app, "slot", None),
     (user.app, "user", "u"),
+    (master.app, "master", None),
 ):
     app.add_typer(_group, name=_name)
-    app.add_typer(_group, name=_alias, hidden=True)
-app.add_typer(master.app, name="master")
+    if _alias:
+        app.add_typer(_group, name=_alias, hidden=True)
 app.add_typer(deploy.app, name="deploy")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal
@@ -12,12 +13,18 @@ from stalwart.client._http import HTTPSession
 from stalwart.client.errors import DigestMismatch, WaitTimeout
 from stalwart.client.models import (
     TERMINAL_STATES,
+    Agent,
+    Checkpoint,
     Context,
     ContextUpload,
     Experiment,
     ExperimentPage,
     Login,
+    LogLine,
     MasterInfo,
+    Metric,
+    Slot,
+    Trial,
     User,
 )
 
@@ -443,3 +450,129 @@ class Client:
                 time.sleep(min(poll, remaining))
             else:
                 time.sleep(poll)
+
+    # --- trials -------------------------------------------------------------------------------
+
+    def list_trials(self, experiment_id: int) -> list[Trial]:
+        """The experiment's trials, oldest first.
+
+        Example::
+
+            states = {t.id: t.state for t in Client().list_trials(7)}
+        """
+        return [Trial.from_json(t) for t in self._json("GET", f"/api/v1/experiments/{experiment_id}/trials")]
+
+    def get_trial(self, trial_id: int) -> Trial:
+        """One trial.
+
+        Example::
+
+            print(Client().get_trial(12).latest_checkpoint)
+        """
+        return Trial.from_json(self._json("GET", f"/api/v1/trials/{trial_id}"))
+
+    def trial_metrics(self, trial_id: int, *, group: str | None = None) -> list[Metric]:
+        """The trial's reported metrics in step order; ``group`` keeps one group (``validation``).
+
+        Example::
+
+            losses = [m.values["loss"] for m in Client().trial_metrics(12, group="training")]
+        """
+        data = self._json("GET", f"/api/v1/trials/{trial_id}/metrics", params={"group": group})
+        return [Metric.from_json(item) for item in data.get("items") or ()]
+
+    def iter_trial_logs(
+        self, trial_id: int, *, follow: bool = False, tail: int | None = None
+    ) -> Iterator[LogLine]:
+        """The trial's log lines in order, as they arrive.
+
+        ``tail`` starts at the last N lines. With ``follow`` the iterator keeps waiting for new
+        lines and ends only once the trial has stopped running (a trial waiting for slots is not
+        running, so it ends at once). Stopping the iteration early closes the stream.
+
+        Example::
+
+            for line in Client().iter_trial_logs(12, follow=True, tail=100):
+                print(line.message)
+        """
+        params: dict[str, Any] = {"follow": follow, "tail": tail}
+        headers = {"Accept": "application/x-ndjson"}
+        # No read timeout while following: a quiet trial sends nothing for minutes.
+        read_timeout = None if follow else self._session.timeout
+        with self._session.stream(
+            f"/api/v1/trials/{trial_id}/logs", params=params, headers=headers, read_timeout=read_timeout
+        ) as response:
+            for text in response.iter_lines():
+                if text.strip():
+                    yield LogLine.from_json(json.loads(text))
+
+    # --- checkpoints --------------------------------------------------------------------------
+
+    def list_checkpoints(self, experiment_id: int) -> list[Checkpoint]:
+        """Every checkpoint of the experiment's trials, oldest first.
+
+        Example::
+
+            latest = Client().list_checkpoints(7)[-1].uuid
+        """
+        data = self._json("GET", f"/api/v1/experiments/{experiment_id}/checkpoints")
+        return [Checkpoint.from_json(item) for item in data]
+
+    def get_checkpoint(self, checkpoint_uuid: str) -> Checkpoint:
+        """One checkpoint with its manifest.
+
+        Example::
+
+            files = Client().get_checkpoint(uuid).files
+        """
+        return Checkpoint.from_json(self._json("GET", f"/api/v1/checkpoints/{checkpoint_uuid}"))
+
+    # --- agents and slots ---------------------------------------------------------------------
+
+    def create_agent_token(self) -> str:
+        """A new token for ``stalwart-agent --token`` (admins only); it can only call agent routes.
+
+        Example::
+
+            token = Client().create_agent_token()
+        """
+        return str(self._json("POST", "/api/v1/agents/tokens")["token"])
+
+    def list_agents(self) -> list[Agent]:
+        """Every agent that ever registered, connected or not.
+
+        Example::
+
+            connected = [a.id for a in Client().list_agents() if a.connected]
+        """
+        return [Agent.from_json(item) for item in self._json("GET", "/api/v1/agents")]
+
+    def list_slots(self) -> list[Slot]:
+        """Every slot of every agent, with the trial holding it if any.
+
+        Example::
+
+            busy = [s for s in Client().list_slots() if s.trial_id is not None]
+        """
+        return [Slot.from_json(item) for item in self._json("GET", "/api/v1/slots")]
+
+    def enable_agent(self, agent_id: str) -> Agent:
+        """Let the scheduler place trials on the agent again (admins only).
+
+        Example::
+
+            Client().enable_agent("gpu-node-3")
+        """
+        return Agent.from_json(self._json("POST", f"/api/v1/agents/{agent_id}/enable"))
+
+    def disable_agent(self, agent_id: str, *, drain: bool = False) -> Agent:
+        """Schedule nothing new on the agent (admins only).
+
+        With ``drain`` its running trials finish there; without, they checkpoint and move.
+
+        Example::
+
+            Client().disable_agent("gpu-node-3", drain=True).draining  # True
+        """
+        body = {"drain": drain}
+        return Agent.from_json(self._json("POST", f"/api/v1/agents/{agent_id}/disable", json=body))

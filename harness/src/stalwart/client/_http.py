@@ -8,10 +8,11 @@ importing the SDK (and running ``stalwart --help``) stays fast.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from stalwart.client.errors import MasterUnreachable, NotLoggedIn, error_from_response
+from stalwart.client.errors import APIError, MasterUnreachable, NotLoggedIn, error_from_response
 
 if TYPE_CHECKING:
     import httpx
@@ -81,11 +82,7 @@ class HTTPSession:
         import httpx
 
         method = method.upper()
-        all_headers = dict(headers or {})
-        if auth:
-            if not self.token:
-                raise NotLoggedIn(self.base_url)
-            all_headers["Authorization"] = f"Bearer {self.token}"
+        all_headers = self._headers(headers, auth)
         attempts = 1 + (self.retries if method in _IDEMPOTENT else 0)
         for attempt in range(attempts):
             try:
@@ -107,13 +104,67 @@ class HTTPSession:
                 raise MasterUnreachable(self.base_url, _reason(exc)) from exc
         if response.is_success or response.status_code in ok:
             return response
-        raise error_from_response(
-            response.status_code,
-            response.reason_phrase,
-            _body(response),
-            method=method,
-            url=str(response.request.url),
+        raise _error(response)
+
+    @contextmanager
+    def stream(
+        self,
+        path: str,
+        *,
+        params: Params | None = None,
+        headers: Mapping[str, str] | None = None,
+        read_timeout: float | None = None,
+    ) -> Iterator[httpx.Response]:
+        """GET ``path`` and yield the response before its body is read, for long streams.
+
+        ``read_timeout`` bounds the wait for each chunk (None: wait as long as the master keeps
+        the connection open, as a followed log does while the trial is quiet). A connection lost
+        mid-stream raises ``MasterUnreachable``.
+        """
+        import httpx
+
+        http = self._http()
+        timeout = httpx.Timeout(self.timeout, connect=min(self.timeout, 10.0), read=read_timeout)
+        request = http.build_request(
+            "GET", path, params=_flatten(params), headers=self._headers(headers, True), timeout=timeout
         )
+        for attempt in range(1 + self.retries):
+            try:
+                response = http.send(request, stream=True)
+                break
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as exc:
+                if attempt >= self.retries:
+                    raise MasterUnreachable(self.base_url, _reason(exc)) from exc
+                time.sleep(self.backoff * 2**attempt)
+            except httpx.TransportError as exc:
+                raise MasterUnreachable(self.base_url, _reason(exc)) from exc
+        try:
+            if not response.is_success:
+                response.read()
+                raise _error(response)
+            yield response
+        except httpx.TransportError as exc:
+            raise MasterUnreachable(self.base_url, _reason(exc)) from exc
+        finally:
+            response.close()
+
+    def _headers(self, headers: Mapping[str, str] | None, auth: bool) -> dict[str, str]:
+        all_headers = dict(headers or {})
+        if auth:
+            if not self.token:
+                raise NotLoggedIn(self.base_url)
+            all_headers["Authorization"] = f"Bearer {self.token}"
+        return all_headers
+
+
+def _error(response: httpx.Response) -> APIError:
+    return error_from_response(
+        response.status_code,
+        response.reason_phrase,
+        _body(response),
+        method=response.request.method,
+        url=str(response.request.url),
+    )
 
 
 def _flatten(params: Params | None) -> list[tuple[str, Any]] | None:

@@ -20,13 +20,20 @@ from typing import Any
 
 __all__ = [
     "TERMINAL_STATES",
+    "Agent",
+    "Checkpoint",
+    "CheckpointFile",
     "Context",
     "ContextUpload",
     "Experiment",
     "ExperimentPage",
     "ExperimentState",
+    "LogLine",
     "Login",
     "MasterInfo",
+    "Metric",
+    "Slot",
+    "Trial",
     "User",
 ]
 
@@ -266,5 +273,256 @@ class ExperimentPage:
             total=int(data.get("total", len(items))),
             limit=int(data.get("limit", len(items))),
             offset=int(data.get("offset", 0)),
+            raw=data,
+        )
+
+
+def _optional_str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One trial of an experiment: its hyperparameters, state and how far it got.
+
+    ``state`` uses the experiment states (``ACTIVE`` while it waits for slots or runs);
+    ``run_id`` counts its allocations and ``restarts`` the failed ones among them.
+
+    Example::
+
+        for trial in Client().list_trials(7):
+            print(trial.id, trial.state, trial.steps_completed, trial.best_validation)
+    """
+
+    id: int
+    experiment_id: int
+    request_id: str
+    hparams: Mapping[str, Any] = field(hash=False)
+    seed: int
+    state: str
+    restarts: int
+    run_id: int
+    steps_completed: int
+    progress: float
+    latest_checkpoint: str | None
+    best_validation: float | None
+    end_reason: str
+    created_at: datetime | None
+    ended_at: datetime | None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def terminal(self) -> bool:
+        """True once the trial reached COMPLETED, CANCELED or ERROR."""
+        return self.state in TERMINAL_STATES
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Trial:
+        best = data.get("best_validation")
+        return cls(
+            id=int(data["id"]),
+            experiment_id=int(data["experiment_id"]),
+            request_id=str(data.get("request_id") or ""),
+            hparams=data.get("hparams") or {},
+            seed=int(data.get("seed") or 0),
+            state=str(data["state"]),
+            restarts=int(data.get("restarts") or 0),
+            run_id=int(data.get("run_id") or 0),
+            steps_completed=int(data.get("steps_completed") or 0),
+            progress=float(data.get("progress") or 0.0),
+            latest_checkpoint=_optional_str(data.get("latest_checkpoint")),
+            best_validation=None if best is None else float(best),
+            end_reason=str(data.get("end_reason") or ""),
+            created_at=_time(data.get("created_at")),
+            ended_at=_time(data.get("ended_at")),
+            raw=data,
+        )
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One report of a trial: a group (``training``, ``validation``) of values at a step.
+
+    Values may be NaN or infinite; they are kept as such.
+
+    Example::
+
+        for m in Client().trial_metrics(12, group="validation"):
+            print(m.steps_completed, m.values["validation_loss"])
+    """
+
+    group: str
+    steps_completed: int
+    run_id: int
+    values: Mapping[str, Any] = field(hash=False)
+    reported_at: datetime | None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Metric:
+        return cls(
+            group=str(data["group"]),
+            steps_completed=int(data["steps_completed"]),
+            run_id=int(data.get("run_id") or 0),
+            values=data.get("values") or {},
+            reported_at=_time(data.get("reported_at")),
+            raw=data,
+        )
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """One line a trial printed, with the rank and stream (``stdout``/``stderr``) it came from.
+
+    Example::
+
+        for line in Client().iter_trial_logs(12, tail=20):
+            print(line.rank, line.message)
+    """
+
+    id: int
+    ts: datetime | None
+    rank: int
+    stream: str
+    message: str
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> LogLine:
+        return cls(
+            id=int(data["id"]),
+            ts=_time(data.get("ts")),
+            rank=int(data.get("rank") or 0),
+            stream=str(data.get("stream") or "stdout"),
+            message=str(data.get("message") or ""),
+            raw=data,
+        )
+
+
+@dataclass(frozen=True)
+class CheckpointFile:
+    """One file of a checkpoint's manifest."""
+
+    path: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A complete checkpoint of a trial; ``files`` lists its manifest (sizes and SHA-256 digests).
+
+    Example::
+
+        ckpt = Client().get_checkpoint("1b4e28ba-2fa1-11d2-883f-0016d3cca427")
+        print(ckpt.steps_completed, [f.path for f in ckpt.files])
+    """
+
+    uuid: str
+    trial_id: int
+    allocation_id: str | None
+    steps_completed: int
+    state: str
+    storage: Mapping[str, Any] = field(hash=False)
+    files: tuple[CheckpointFile, ...]
+    metadata: Mapping[str, Any] = field(hash=False)
+    size: int
+    parent_uuid: str | None
+    created_at: datetime | None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Checkpoint:
+        manifest = data.get("manifest") or {}
+        files = tuple(
+            CheckpointFile(
+                path=str(item.get("path") or ""),
+                size=int(item.get("size") or 0),
+                sha256=str(item.get("sha256") or ""),
+            )
+            for item in manifest.get("files") or ()
+            if isinstance(item, Mapping)
+        )
+        return cls(
+            uuid=str(data["uuid"]),
+            trial_id=int(data["trial_id"]),
+            allocation_id=_optional_str(data.get("allocation_id")),
+            steps_completed=int(data.get("steps_completed") or 0),
+            state=str(data.get("state") or ""),
+            storage=data.get("storage") or {},
+            files=files,
+            metadata=data.get("metadata") or {},
+            size=int(data.get("size") or 0),
+            parent_uuid=_optional_str(data.get("parent_uuid")),
+            created_at=_time(data.get("created_at")),
+            raw=data,
+        )
+
+
+@dataclass(frozen=True)
+class Agent:
+    """A machine that runs trials; ``draining`` agents finish their trials but take no new ones.
+
+    Example::
+
+        idle = [a.id for a in Client().list_agents() if a.connected and a.enabled]
+    """
+
+    id: str
+    resource_pool: str
+    version: str
+    enabled: bool
+    draining: bool
+    connected: bool
+    registered_at: datetime | None
+    last_seen_at: datetime | None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Agent:
+        return cls(
+            id=str(data["id"]),
+            resource_pool=str(data.get("resource_pool") or ""),
+            version=str(data.get("version") or ""),
+            enabled=bool(data.get("enabled", True)),
+            draining=bool(data.get("draining", False)),
+            connected=bool(data.get("connected", False)),
+            registered_at=_time(data.get("registered_at")),
+            last_seen_at=_time(data.get("last_seen_at")),
+            raw=data,
+        )
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One device of an agent (a GPU, the CPU, or an artificial slot) and the trial holding it.
+
+    Example::
+
+        free = [s for s in Client().list_slots() if s.allocation_id is None]
+    """
+
+    agent_id: str
+    index: int
+    type: str
+    uuid: str
+    name: str
+    memory_mb: int
+    allocation_id: str | None
+    trial_id: int | None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Slot:
+        trial = data.get("trial_id")
+        return cls(
+            agent_id=str(data["agent_id"]),
+            index=int(data["index"]),
+            type=str(data.get("type") or ""),
+            uuid=str(data.get("uuid") or ""),
+            name=str(data.get("name") or ""),
+            memory_mb=int(data.get("memory_mb") or 0),
+            allocation_id=_optional_str(data.get("allocation_id")),
+            trial_id=None if trial is None else int(trial),
             raw=data,
         )

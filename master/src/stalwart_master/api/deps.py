@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from stalwart_master.db.orm import Token, User
+from stalwart_master.db.orm import Allocation, Token, User
 from stalwart_master.errors import Forbidden, Unauthorized
 from stalwart_master.services import users as users_service
 from stalwart_master.settings import Settings
@@ -51,6 +51,8 @@ TokenDep = Annotated[Token, Depends(get_token)]
 
 
 def get_user(token: TokenDep) -> User:
+    if token.kind == "agent":  # an agent token is made by an admin but must not act as one
+        raise Forbidden("agent tokens may only call the agent routes")
     return token.user
 
 
@@ -67,3 +69,27 @@ AdminUser = Annotated[User, Depends(get_admin)]
 
 # Routers outside the public allowlist declare this so no route can forget authentication.
 require_token = Depends(get_token)
+
+
+def get_agent_token(token: TokenDep) -> Token:
+    if token.kind != "agent":
+        raise Forbidden("this route is for agents; create a token with `stalwart agent token create`")
+    return token
+
+
+AgentToken = Annotated[Token, Depends(get_agent_token)]
+
+
+def get_allocation(token: TokenDep, session: SessionDep) -> Allocation:
+    from stalwart_master.services.allocations import allocation_for_token
+
+    return allocation_for_token(session, token)
+
+
+AllocationDep = Annotated[Allocation, Depends(get_allocation)]
+
+
+def wake_scheduler(request: Request) -> None:
+    scheduler = getattr(request.app.state, "scheduler", None)
+    if scheduler is not None:
+        scheduler.wake()

@@ -3,9 +3,9 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Query, status
+from fastapi import APIRouter, Path, Query, Request, status
 
-from stalwart_master.api.deps import CurrentUser, SessionDep, SettingsDep, require_token
+from stalwart_master.api.deps import CurrentUser, SessionDep, SettingsDep, require_token, wake_scheduler
 from stalwart_master.jobs import enqueue_experiment_deletion
 from stalwart_master.schemas.common import Page, Text, problem_responses
 from stalwart_master.schemas.experiments import (
@@ -36,7 +36,7 @@ ExperimentId = Annotated[int, Path(ge=1, le=2**31 - 1)]
     responses=problem_responses(400, 413, 422),
 )
 def create_experiment(
-    body: ExperimentCreate, user: CurrentUser, session: SessionDep, settings: SettingsDep
+    body: ExperimentCreate, user: CurrentUser, session: SessionDep, settings: SettingsDep, request: Request
 ) -> ExperimentDetail:
     experiment = experiments_service.create_experiment(
         session,
@@ -49,6 +49,7 @@ def create_experiment(
         max_config_bytes=settings.limits.max_config_bytes,
     )
     session.commit()
+    wake_scheduler(request)
     return ExperimentDetail.model_validate(experiment)
 
 
@@ -100,9 +101,12 @@ def patch_experiment(
 
 
 def _verb_route(verb: str) -> None:
-    def run_verb(experiment_id: ExperimentId, user: CurrentUser, session: SessionDep) -> ExperimentDetail:
+    def run_verb(
+        experiment_id: ExperimentId, user: CurrentUser, session: SessionDep, request: Request
+    ) -> ExperimentDetail:
         experiment = experiments_service.apply_verb(session, user, experiment_id, verb)
         session.commit()
+        wake_scheduler(request)
         return ExperimentDetail.model_validate(experiment)
 
     run_verb.__name__ = f"{verb}_experiment"

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from typing import Any
+from uuid import UUID, uuid4
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -18,8 +19,10 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    UniqueConstraint,
     Uuid,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -62,7 +65,7 @@ class Cluster(Base):
 
     __tablename__ = "cluster"
 
-    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    id: Mapped[UUID] = mapped_column(Uuid, primary_key=True, default=uuid4)
     created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
 
 
@@ -86,6 +89,10 @@ class Token(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     kind: Mapped[str] = mapped_column(String(16), default="user", server_default="user")
+    # Set for kind "allocation": the one run of one trial this token may act for.
+    allocation_id: Mapped[UUID | None] = mapped_column(
+        ForeignKey("allocations.id", ondelete="CASCADE"), index=True
+    )
     created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
     expires_at: Mapped[dt.datetime]
     revoked_at: Mapped[dt.datetime | None]
@@ -134,3 +141,182 @@ class Experiment(Base):
     ended_at: Mapped[dt.datetime | None]
 
     owner: Mapped[User] = relationship(lazy="joined", innerjoin=True)
+
+
+TRIAL_STATES = (
+    "ACTIVE",
+    "PAUSED",
+    "STOPPING_CANCELED",
+    "STOPPING_KILLED",
+    "STOPPING_COMPLETED",
+    "STOPPING_ERROR",
+    "COMPLETED",
+    "CANCELED",
+    "ERROR",
+)
+ALLOCATION_STATES = ("PENDING", "ASSIGNED", "RUNNING", "TERMINATED")
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN (" + ", ".join(f"'{v}'" for v in values) + ")"
+
+
+class Agent(Base):
+    """A machine's daemon; it polls for work, and each poll is its heartbeat."""
+
+    __tablename__ = "agents"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    resource_pool: Mapped[str] = mapped_column(String(128))
+    version: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default="true")
+    draining: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    connected: Mapped[bool] = mapped_column(Boolean, default=True, server_default="true")
+    registered_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+    last_seen_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+
+
+class Slot(Base):
+    __tablename__ = "slots"
+    __table_args__ = (UniqueConstraint("agent_id", "index", name="uq_slots_agent_id_index"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), index=True)
+    index: Mapped[int]
+    type: Mapped[str] = mapped_column(String(16))
+    uuid: Mapped[str] = mapped_column(String(128))
+    name: Mapped[str] = mapped_column(String(256), default="", server_default="")
+    memory_mb: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # False once the agent re-registers without this device: kept for history, never scheduled.
+    present: Mapped[bool] = mapped_column(Boolean, default=True, server_default="true")
+
+
+class Trial(Base):
+    __tablename__ = "trials"
+    __table_args__ = (
+        UniqueConstraint("experiment_id", "request_id", name="uq_trials_experiment_id_request_id"),
+        CheckConstraint(_in("state", TRIAL_STATES), name="state_valid"),
+    )
+    __mapper_args__ = {"eager_defaults": True}
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"), index=True)
+    request_id: Mapped[str] = mapped_column(String(64))
+    hparams: Mapped[dict[str, Any]]
+    seed: Mapped[int] = mapped_column(BigInteger)
+    state: Mapped[str] = mapped_column(String(32), index=True)
+    restarts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    run_id: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    steps_completed: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    progress: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    latest_checkpoint: Mapped[UUID | None] = mapped_column(Uuid)
+    best_validation: Mapped[float | None] = mapped_column(Float)
+    searcher_metric: Mapped[float | None] = mapped_column(Float)
+    end_reason: Mapped[str] = mapped_column(Text, default="", server_default="")
+    created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+    ended_at: Mapped[dt.datetime | None]
+
+
+class Allocation(Base):
+    """One run of one trial on some slots: PENDING -> ASSIGNED -> RUNNING -> TERMINATED."""
+
+    __tablename__ = "allocations"
+    __table_args__ = (CheckConstraint(_in("state", ALLOCATION_STATES), name="state_valid"),)
+    __mapper_args__ = {"eager_defaults": True}
+
+    id: Mapped[UUID] = mapped_column(Uuid, primary_key=True, default=uuid4)
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"), index=True)
+    run_id: Mapped[int]
+    agent_id: Mapped[str | None] = mapped_column(ForeignKey("agents.id", ondelete="SET NULL"), index=True)
+    resource_pool: Mapped[str] = mapped_column(String(128))
+    slots_needed: Mapped[int]
+    priority: Mapped[int]
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    delivered: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    kill_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    kill_delivered: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    preempt_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    preempt_acked: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    exit_code: Mapped[int | None]
+    exit_reason: Mapped[str] = mapped_column(Text, default="", server_default="")
+    created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+    assigned_at: Mapped[dt.datetime | None]
+    started_at: Mapped[dt.datetime | None]
+    ended_at: Mapped[dt.datetime | None]
+
+
+class AllocationSlot(Base):
+    """A slot held by an allocation; the partial unique index makes double-booking impossible."""
+
+    __tablename__ = "allocation_slots"
+    __table_args__ = (
+        Index(
+            "uq_allocation_slots_held_slot_id",
+            "slot_id",
+            unique=True,
+            postgresql_where=text("NOT released"),
+        ),
+    )
+
+    allocation_id: Mapped[UUID] = mapped_column(
+        ForeignKey("allocations.id", ondelete="CASCADE"), primary_key=True
+    )
+    slot_id: Mapped[int] = mapped_column(ForeignKey("slots.id", ondelete="CASCADE"), primary_key=True)
+    released: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+
+
+class Metric(Base):
+    __tablename__ = "metrics"
+    __table_args__ = (
+        UniqueConstraint(
+            "trial_id", "group", "steps_completed", "run_id", name="uq_metrics_trial_group_steps_run"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"))
+    run_id: Mapped[int]
+    group: Mapped[str] = mapped_column(String(64))
+    steps_completed: Mapped[int] = mapped_column(BigInteger)
+    values: Mapped[dict[str, Any]]
+    reported_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+
+
+class MetricBatch(Base):
+    """Batch ids already stored, so a retried POST changes nothing."""
+
+    __tablename__ = "metric_batches"
+
+    batch_id: Mapped[UUID] = mapped_column(Uuid, primary_key=True)
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"), index=True)
+    received_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+
+
+class Checkpoint(Base):
+    __tablename__ = "checkpoints"
+
+    uuid: Mapped[UUID] = mapped_column(Uuid, primary_key=True)
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"), index=True)
+    allocation_id: Mapped[UUID | None] = mapped_column(ForeignKey("allocations.id", ondelete="SET NULL"))
+    steps_completed: Mapped[int] = mapped_column(BigInteger)
+    state: Mapped[str] = mapped_column(String(32))
+    storage: Mapped[dict[str, Any]]
+    manifest: Mapped[dict[str, Any]]
+    # "metadata" is reserved on declarative classes; the column keeps the user's word.
+    user_metadata: Mapped[dict[str, Any]] = mapped_column("metadata", JSONB)
+    size: Mapped[int] = mapped_column(BigInteger)
+    parent_uuid: Mapped[UUID | None] = mapped_column(Uuid)
+    created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+
+
+class TrialLog(Base):
+    __tablename__ = "trial_logs"
+    __table_args__ = (Index("ix_trial_logs_trial_id_id", "trial_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"))
+    allocation_id: Mapped[UUID | None] = mapped_column(Uuid)
+    rank: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    stream: Mapped[str] = mapped_column(String(16))
+    ts: Mapped[dt.datetime]
+    message: Mapped[str] = mapped_column(Text)

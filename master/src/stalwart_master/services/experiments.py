@@ -12,8 +12,9 @@ from sqlalchemy.orm import Session
 from stalwart_master.db.orm import Experiment, User, utcnow
 from stalwart_master.errors import Forbidden, InvalidTransition, NotFound
 from stalwart_master.expconf import parse_experiment_config
+from stalwart_master.services import allocations as allocations_service
 from stalwart_master.services import contexts as contexts_service
-from stalwart_master.services.states import SETTLES_TO, STOPPING, TERMINAL, ExperimentState, next_state
+from stalwart_master.services.states import TERMINAL, ExperimentState, next_state
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ def create_experiment(
     )
     session.add(experiment)
     session.flush()
+    allocations_service.start_searcher(session, experiment)
     if not experiment.name:  # Determined names unnamed experiments after their id
         experiment.name = f"Experiment {experiment.id}"
         experiment.config = {**data, "name": experiment.name}
@@ -145,6 +147,8 @@ def apply_verb(session: Session, actor: User, experiment_id: int, verb: str) -> 
     elif verb == "unarchive":
         experiment.archived = False
     else:
+        if verb in ("pause", "cancel", "kill") and target != experiment.state:
+            allocations_service.stop_experiment_runs(session, experiment, kill=verb == "kill")
         if target != experiment.state:
             log.info(
                 "experiment %s: %s -> %s (%s by %s)",
@@ -161,17 +165,13 @@ def apply_verb(session: Session, actor: User, experiment_id: int, verb: str) -> 
 
 
 def has_running_trials(session: Session, experiment: Experiment) -> bool:
-    """Trials arrive with the scheduler; until then an experiment never has one running."""
-    return False
+    return bool(allocations_service.live_allocations(session, experiment.id))
 
 
 def settle(session: Session, experiment: Experiment) -> None:
     """Move a stopping experiment to its terminal state once nothing of it is still running."""
-    state = ExperimentState(experiment.state)
-    if state in STOPPING and not has_running_trials(session, experiment):
-        experiment.state = SETTLES_TO[state]
-        experiment.ended_at = utcnow()
-    elif state in TERMINAL and experiment.ended_at is None:
+    allocations_service.settle_experiment(session, experiment)
+    if ExperimentState(experiment.state) in TERMINAL and experiment.ended_at is None:
         experiment.ended_at = utcnow()
 
 

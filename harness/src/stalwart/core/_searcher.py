@@ -1,0 +1,139 @@
+"""``core_context.searcher``: Determined's deprecated "train for this long" operations.
+
+Only experiments whose searcher sets ``max_length`` get an operation. Otherwise how long to
+train is the training code's decision (a hyperparameter, an epoch count), as Determined
+recommends since it deprecated ``max_length``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from stalwart.core._errors import MasterError
+from stalwart.core._http import AllocationSession
+from stalwart.core._train import TrainContext
+
+
+class SearcherOperation:
+    """Train until ``length`` units (of the searcher's ``max_length``), then report the metric.
+
+    Example::
+
+        for op in core_context.searcher.operations():
+            while step < op.length:
+                step += train_one_batch()
+                op.report_progress(step)
+            op.report_completed(validation_loss)
+    """
+
+    def __init__(
+        self,
+        *,
+        length: int,
+        unit: str,
+        session: AllocationSession | None,
+        trial_id: int | None,
+        run_id: int | None,
+        train: TrainContext,
+        is_chief: bool,
+    ) -> None:
+        self.length = length
+        self.unit = unit
+        self._session = session
+        self._trial_id = trial_id
+        self._run_id = run_id
+        self._train = train
+        self._is_chief = is_chief
+        self._completed = False
+
+    def report_progress(self, length: float) -> None:
+        """How many units are done so far; shown as the trial's progress."""
+        self._train.report_progress(min(max(float(length) / self.length, 0.0), 1.0))
+
+    def report_completed(self, searcher_metric: float) -> None:
+        """Hand the searcher its metric for this operation (once)."""
+        if self._completed:
+            raise RuntimeError("report_completed() was already called for this operation")
+        self._completed = True
+        if not self._is_chief or self._session is None:
+            return
+        body = {"run_id": self._run_id, "metric": float(searcher_metric)}
+        delay = 0.2
+        deadline = time.monotonic() + 120.0
+        while True:
+            try:
+                self._session.request("POST", f"/trials/{self._trial_id}/searcher/completed", body=body)
+                return
+            except MasterError as exc:
+                if not exc.retryable or time.monotonic() + delay > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+
+class SearcherContext:
+    """Gives out the searcher's operations (only for configs with ``searcher.max_length``).
+
+    Example::
+
+        for op in core_context.searcher.operations():
+            train_for(op.length)
+            op.report_completed(metric)
+    """
+
+    def __init__(
+        self,
+        *,
+        session: AllocationSession | None,
+        allocation_id: str | None,
+        trial_id: int | None,
+        run_id: int | None,
+        train: TrainContext,
+        is_chief: bool,
+        log: logging.Logger | logging.LoggerAdapter[logging.Logger],
+    ) -> None:
+        self._session = session
+        self._allocation_id = allocation_id
+        self._trial_id = trial_id
+        self._run_id = run_id
+        self._train = train
+        self._is_chief = is_chief
+        self._log = log
+
+    def _max_length(self) -> tuple[str, int] | None:
+        if self._session is None:
+            return None
+        info: Any = self._session.request("GET", f"/allocations/{self._allocation_id}/info").json()
+        max_length = (info.get("searcher") or {}).get("max_length") if isinstance(info, dict) else None
+        if not isinstance(max_length, dict) or len(max_length) != 1:
+            return None
+        ((unit, length),) = max_length.items()
+        return str(unit), int(length)
+
+    def operations(self) -> Iterator[SearcherOperation]:
+        """Yield one operation when the searcher has ``max_length``, else nothing (and log why)."""
+        found = self._max_length()
+        if found is None:
+            where = "off-cluster" if self._session is None else "the searcher has no max_length"
+            self._log.info(
+                "searcher.operations() yields nothing: %s; decide the training length in your code "
+                "(e.g. a hyperparameter), as max_length is deprecated",
+                where,
+            )
+            return
+        unit, length = found
+        operation = SearcherOperation(
+            length=length,
+            unit=unit,
+            session=self._session,
+            trial_id=self._trial_id,
+            run_id=self._run_id,
+            train=self._train,
+            is_chief=self._is_chief,
+        )
+        yield operation
+        if not operation._completed:
+            self._log.warning("searcher operation finished without report_completed()")

@@ -1,0 +1,128 @@
+"""``core_context.train``: metric and progress reports, sent by the background shipper."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import IO, Any
+
+from stalwart.core._http import AllocationSession
+from stalwart.core._metrics import (
+    BatchSink,
+    MetricsShipper,
+    ProgressSink,
+    Record,
+    check_group,
+    check_progress,
+    validate_report,
+)
+
+TRAINING = "training"
+VALIDATION = "validation"
+
+
+class TrainContext:
+    """Reports training and validation metrics; never waits on the network.
+
+    Only the chief (rank 0) reports; on other ranks every call is a no-op, so the same script
+    runs on every rank.
+
+    Example::
+
+        core_context.train.report_training_metrics(steps_completed=100, metrics={"loss": 0.25})
+        core_context.train.report_validation_metrics(steps_completed=100, metrics={"accuracy": 0.97})
+    """
+
+    def __init__(
+        self,
+        shipper: MetricsShipper | None,
+        *,
+        log: logging.Logger | logging.LoggerAdapter[logging.Logger],
+    ) -> None:
+        self._shipper = shipper
+        self._log = log
+
+    def report_training_metrics(self, steps_completed: int, metrics: Mapping[str, Any]) -> None:
+        """Report training metrics after ``steps_completed`` batches (NaN and infinities allowed).
+
+        Example::
+
+            train.report_training_metrics(steps_completed=step, metrics={"loss": loss.item()})
+        """
+        shipper = self._shipper
+        if shipper is not None:
+            shipper.put(validate_report(TRAINING, steps_completed, metrics))
+
+    def report_validation_metrics(self, steps_completed: int, metrics: Mapping[str, Any]) -> None:
+        """Report validation metrics; the searcher reads its ``metric`` from these.
+
+        Example::
+
+            train.report_validation_metrics(steps_completed=step, metrics={"validation_loss": 0.1})
+        """
+        if self._shipper is not None:
+            record = validate_report(VALIDATION, steps_completed, metrics)
+            self._shipper.put(record)
+            self._log.info("validation after %d steps: %s", record["steps_completed"], record["values"])
+
+    def report_metrics(self, group: str, steps_completed: int, metrics: Mapping[str, Any]) -> None:
+        """Report metrics of any group (e.g. ``"inference"``); the group must not contain a dot.
+
+        Example::
+
+            train.report_metrics("profiling", steps_completed=step, metrics={"samples_per_s": 812.0})
+        """
+        check_group(group)
+        if self._shipper is not None:
+            self._shipper.put(validate_report(group, steps_completed, metrics))
+
+    def report_progress(self, progress: float) -> None:
+        """Tell the master how far the trial is, between 0 and 1 (drives the UI's progress bar).
+
+        Example::
+
+            train.report_progress(step / max_steps)
+        """
+        value = check_progress(progress)
+        if self._shipper is not None:
+            self._shipper.set_progress(value)
+
+
+def http_sinks(
+    session: AllocationSession, trial_id: int, run_id: int | None
+) -> tuple[BatchSink, ProgressSink]:
+    """The batch and progress senders that post to the master."""
+
+    def send_batch(batch_id: str, records: list[Record]) -> None:
+        session.request(
+            "POST",
+            f"/trials/{trial_id}/metrics",
+            body={"run_id": run_id, "batch_id": batch_id, "metrics": records},
+        )
+
+    def send_progress(progress: float) -> None:
+        session.request("POST", f"/trials/{trial_id}/progress", body={"run_id": run_id, "progress": progress})
+
+    return send_batch, send_progress
+
+
+class JsonLinesSink:
+    """Off-cluster stand-in for the master: one JSON line per report, appended to a file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file: IO[str] | None = None
+
+    def __call__(self, batch_id: str, records: list[Record]) -> None:
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self.path.open("a", encoding="utf-8")
+        self._file.write("".join(json.dumps(record) + "\n" for record in records))
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None

@@ -1,0 +1,172 @@
+"""Agents: registration and the work long-poll (agent tokens), plus listing and control (users)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from stalwart_master.api.deps import (
+    AdminUser,
+    AgentToken,
+    CurrentUser,
+    SessionDep,
+    SettingsDep,
+    require_token,
+)
+from stalwart_master.api.deps import wake_scheduler as _wake
+from stalwart_master.schemas.common import Text, problem_responses
+from stalwart_master.services import agents as agents_service
+from stalwart_master.services import allocations as allocations_service
+from stalwart_master.services.agents import SlotReport
+
+router = APIRouter(
+    prefix="/api/v1", tags=["agents"], dependencies=[require_token], responses=problem_responses(401, 403)
+)
+AgentId = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$")]
+
+
+class SlotIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    index: int = Field(ge=0, le=1024)
+    type: str
+    uuid: Text = Field(min_length=1, max_length=128)
+    name: Text = Field(default="", max_length=256)
+    memory_mb: int = Field(default=0, ge=0)
+
+
+class RegisterIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    agent_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$")
+    resource_pool: Text = Field(default="default", min_length=1, max_length=128)
+    version: Text = Field(default="", max_length=64)
+    slots: list[SlotIn] = Field(max_length=1024)
+    running: list[str] = Field(default_factory=list, max_length=1024)
+
+
+class AgentOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    resource_pool: str
+    version: str
+    enabled: bool
+    draining: bool
+    connected: bool
+    registered_at: dt.datetime
+    last_seen_at: dt.datetime
+
+
+class SlotOut(BaseModel):
+    agent_id: str
+    index: int
+    type: str
+    uuid: str
+    name: str
+    memory_mb: int
+    allocation_id: str | None
+    trial_id: int | None
+
+
+class AgentControl(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    drain: bool = False
+
+
+@router.post("/agents/tokens", status_code=201)
+def create_agent_token(admin: AdminUser, session: SessionDep) -> dict[str, str]:
+    secret = agents_service.create_agent_token(session, admin)
+    session.commit()
+    return {"token": secret}
+
+
+@router.post("/agents/register", responses=problem_responses(422))
+def register_agent(
+    body: RegisterIn, _: AgentToken, session: SessionDep, settings: SettingsDep, request: Request
+) -> dict[str, Any]:
+    agents_service.register_agent(
+        session,
+        body.agent_id,
+        body.resource_pool,
+        body.version,
+        [SlotReport(s.index, s.type, s.uuid, s.name, s.memory_mb) for s in body.slots],
+    )
+    allocations_service.reconcile_agent(session, body.agent_id, body.running)
+    session.commit()
+    _wake(request)
+    return {
+        "agent_id": body.agent_id,
+        "poll_timeout_seconds": 20,
+        "reconnect_wait_seconds": settings.agent_reconnect_wait_seconds,
+    }
+
+
+@router.get("/agents/{agent_id}/work")
+async def agent_work(
+    agent_id: AgentId,
+    _: AgentToken,
+    session: SessionDep,
+    timeout_seconds: Annotated[float, Query(ge=0, le=60)] = 20,
+) -> dict[str, Any]:
+    """Long-poll: answers as soon as there is something to do; every poll counts as a heartbeat."""
+    deadline = time.monotonic() + timeout_seconds
+
+    def poll() -> list[dict[str, Any]]:
+        agents_service.touch(session, agent_id)
+        actions = allocations_service.agent_actions(session, agent_id)
+        session.commit()
+        return actions
+
+    while True:
+        actions = await run_in_threadpool(poll)
+        if actions or time.monotonic() >= deadline:
+            return {"actions": actions}
+        await asyncio.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
+
+
+@router.get("/agents", response_model=list[AgentOut])
+def list_agents(_: CurrentUser, session: SessionDep) -> list[AgentOut]:
+    return [AgentOut.model_validate(a) for a in agents_service.list_agents(session)]
+
+
+@router.get("/slots", response_model=list[SlotOut])
+def list_slots(_: CurrentUser, session: SessionDep) -> list[SlotOut]:
+    return [
+        SlotOut(
+            agent_id=slot.agent_id,
+            index=slot.index,
+            type=slot.type,
+            uuid=slot.uuid,
+            name=slot.name,
+            memory_mb=slot.memory_mb,
+            allocation_id=str(holder.id) if holder else None,
+            trial_id=holder.trial_id if holder else None,
+        )
+        for slot, holder in agents_service.list_slots(session)
+    ]
+
+
+@router.post("/agents/{agent_id}/enable", response_model=AgentOut, responses=problem_responses(404))
+def enable_agent(agent_id: AgentId, _: AdminUser, session: SessionDep, request: Request) -> AgentOut:
+    agent = agents_service.set_enabled(session, agent_id, enabled=True)
+    session.commit()
+    _wake(request)
+    return AgentOut.model_validate(agent)
+
+
+@router.post("/agents/{agent_id}/disable", response_model=AgentOut, responses=problem_responses(404))
+def disable_agent(agent_id: AgentId, body: AgentControl, _: AdminUser, session: SessionDep) -> AgentOut:
+    """Nothing new is scheduled there; with drain its trials finish, else they checkpoint and move."""
+    agent = agents_service.set_enabled(session, agent_id, enabled=False, drain=body.drain)
+    if not body.drain:
+        allocations_service.preempt_on_agent(session, agent_id)
+    session.commit()
+    return AgentOut.model_validate(agent)

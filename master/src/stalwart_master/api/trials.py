@@ -1,0 +1,142 @@
+"""Trials, their metrics, logs and checkpoints, as users see them."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+
+from stalwart_master.api.allocations import CheckpointOut, checkpoint_out
+from stalwart_master.api.deps import CurrentUser, SessionDep, require_token
+from stalwart_master.schemas.common import problem_responses
+from stalwart_master.services import allocations as allocations_service
+from stalwart_master.services import experiments as experiments_service
+from stalwart_master.services import trials as trials_service
+
+router = APIRouter(
+    prefix="/api/v1", tags=["trials"], dependencies=[require_token], responses=problem_responses(401, 404)
+)
+TrialId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+ExperimentId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+
+
+class TrialOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    experiment_id: int
+    request_id: str
+    hparams: dict[str, Any]
+    seed: int
+    state: str
+    restarts: int
+    run_id: int
+    steps_completed: int
+    progress: float
+    latest_checkpoint: uuid.UUID | None
+    best_validation: float | None
+    end_reason: str
+    created_at: dt.datetime
+    ended_at: dt.datetime | None
+
+
+@router.get("/experiments/{experiment_id}/trials", response_model=list[TrialOut])
+def list_trials(experiment_id: ExperimentId, _: CurrentUser, session: SessionDep) -> list[TrialOut]:
+    experiments_service.get_experiment(session, experiment_id)
+    return [TrialOut.model_validate(t) for t in trials_service.list_trials(session, experiment_id)]
+
+
+@router.get("/trials/{trial_id}", response_model=TrialOut)
+def get_trial(trial_id: TrialId, _: CurrentUser, session: SessionDep) -> TrialOut:
+    return TrialOut.model_validate(trials_service.get_trial(session, trial_id))
+
+
+@router.get("/trials/{trial_id}/metrics")
+def trial_metrics(
+    trial_id: TrialId,
+    _: CurrentUser,
+    session: SessionDep,
+    group: Annotated[str | None, Query(max_length=64, pattern=r"^[^.\x00]+$")] = None,
+    limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
+) -> Response:
+    """Values keep NaN and Infinity as JSON tokens (what Python's json reads back as floats)."""
+    trials_service.get_trial(session, trial_id)
+    rows = [
+        {
+            "group": m.group,
+            "steps_completed": m.steps_completed,
+            "run_id": m.run_id,
+            "values": {k: trials_service.decode_value(v) for k, v in m.values.items()},
+            "reported_at": m.reported_at.isoformat(),
+        }
+        for m in trials_service.list_metrics(session, trial_id, group, limit)
+    ]
+    return Response(json.dumps({"items": rows}, allow_nan=True), media_type="application/json")
+
+
+@router.get("/experiments/{experiment_id}/checkpoints", response_model=list[CheckpointOut])
+def list_checkpoints(experiment_id: ExperimentId, _: CurrentUser, session: SessionDep) -> list[CheckpointOut]:
+    experiments_service.get_experiment(session, experiment_id)
+    return [checkpoint_out(c) for c in trials_service.list_checkpoints(session, experiment_id)]
+
+
+@router.get("/checkpoints/{checkpoint_uuid}", response_model=CheckpointOut)
+def get_checkpoint(checkpoint_uuid: uuid.UUID, session: SessionDep) -> CheckpointOut:
+    return checkpoint_out(trials_service.get_checkpoint(session, checkpoint_uuid))
+
+
+@router.get("/trials/{trial_id}/logs", responses={200: {"content": {"application/x-ndjson": {}}}})
+async def trial_logs(
+    trial_id: TrialId,
+    request: Request,
+    _: CurrentUser,
+    session: SessionDep,
+    follow: bool = False,
+    tail: Annotated[int | None, Query(ge=1, le=100_000)] = None,
+) -> StreamingResponse:
+    """Newline-delimited JSON, in order; with follow the stream ends when the trial has stopped running."""
+    trial = await run_in_threadpool(trials_service.get_trial, session, trial_id)
+    start = await run_in_threadpool(trials_service.tail_start, session, trial_id, tail) if tail else 0
+    sessions: sessionmaker[Session] = request.app.state.sessions
+
+    def batch(after: int) -> tuple[list[dict[str, Any]], bool]:
+        with sessions() as s:
+            lines = trials_service.read_logs(s, trial_id, after_id=after)
+            running = bool(allocations_service.live_allocations(s, trial.experiment_id)) and any(
+                a.trial_id == trial_id for a in allocations_service.live_allocations(s, trial.experiment_id)
+            )
+            return [
+                {
+                    "id": line.id,
+                    "ts": line.ts.isoformat(),
+                    "rank": line.rank,
+                    "stream": line.stream,
+                    "message": line.message,
+                }
+                for line in lines
+            ], running
+
+    async def lines() -> AsyncIterator[bytes]:
+        after = start
+        while True:
+            rows, running = await run_in_threadpool(batch, after)
+            for row in rows:
+                after = row["id"]
+                yield (json.dumps(row) + "\n").encode()
+            if rows:
+                continue
+            if not follow or not running or await request.is_disconnected():
+                return
+            await asyncio.sleep(0.25)
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")

@@ -1,0 +1,67 @@
+"""The scheduling loop: a thread in the master, woken by events and by a periodic tick.
+
+Each pass runs in one transaction under a PostgreSQL advisory lock, so two masters never schedule
+at once, and all its state is in the database, so a restarted master simply carries on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session, sessionmaker
+
+from stalwart_master.services import agents as agents_service
+from stalwart_master.services import allocations as allocations_service
+
+log = logging.getLogger(__name__)
+_LOCK_ID = 0x5354574D
+
+
+def schedule_once(session: Session, reconnect_wait: dt.timedelta) -> None:
+    if not session.scalar(text("SELECT pg_try_advisory_xact_lock(:id)"), {"id": _LOCK_ID}):
+        return
+    lost = agents_service.mark_lost(session, reconnect_wait)
+    if lost:
+        allocations_service.fail_lost_agents(session, lost)
+    allocations_service.settle_stopping(session)
+    allocations_service.request_allocations(session)
+    allocations_service.assign_pending(session)
+
+
+class SchedulerThread:
+    def __init__(
+        self, sessions: sessionmaker[Session], tick_seconds: float, reconnect_wait: dt.timedelta
+    ) -> None:
+        self._sessions = sessions
+        self._tick = tick_seconds
+        self._reconnect_wait = reconnect_wait
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="scheduler", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wake(self) -> None:
+        """Something changed (a new experiment, a finished run, a new agent): schedule now."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self._tick)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            try:
+                with self._sessions.begin() as session:
+                    schedule_once(session, self._reconnect_wait)
+            except Exception:  # the loop must outlive a bad pass (e.g. the database restarting)
+                log.exception("scheduling pass failed; retrying on the next tick")

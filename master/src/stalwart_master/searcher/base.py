@@ -1,0 +1,226 @@
+"""The searcher protocol: a fixed budget of trials, created in order under a concurrency cap.
+
+Every searcher we run today decides a trial's hyperparameters from its ordinal (0, 1, 2, ...) and the
+experiment seed alone, so the persisted state only needs to say which trials exist and which have
+closed. That keeps ``state()`` small, JSON-only and exact across a master restart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Self
+
+from stalwart_master.errors import FieldError, Invalid
+from stalwart_master.expconf import ExperimentConfig
+
+STATE_VERSION = 1
+SEED_LIMIT = 2**31
+
+
+@dataclass(frozen=True)
+class Create:
+    """Start a new trial; ``request_id`` is how the searcher will know it from now on."""
+
+    request_id: str
+    trial_seed: int
+    hparams: dict[str, Any] = field(hash=False)
+
+
+@dataclass(frozen=True)
+class Shutdown:
+    """Every trial was created and has closed: the experiment is done searching."""
+
+
+Op = Create | Shutdown
+
+
+def derive_seed(experiment_seed: int, purpose: str, ordinal: int) -> int:
+    """A 64-bit number fixed by (seed, purpose, ordinal), the same on every machine and Python.
+
+    Counter-based rather than one running RNG so that trial N never depends on how many other
+    trials were drawn before it, which is what makes restore continue the same sequence.
+    """
+    digest = hashlib.sha256(f"stalwart:{purpose}:{experiment_seed}:{ordinal}".encode()).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
+def trial_seed(experiment_seed: int, ordinal: int) -> int:
+    """The seed handed to trial number ``ordinal``; always in ``0 <= seed < 2**31``."""
+    return derive_seed(experiment_seed, "trial-seed", ordinal) % SEED_LIMIT
+
+
+@dataclass
+class _Trial:
+    request_id: str
+    closed: bool = False
+
+
+class Searcher(ABC):
+    """Base of every searcher: owns the trial bookkeeping, subclasses own the search space.
+
+    Subclasses say how many trials there are (``_count_trials``) and what trial ``ordinal`` gets
+    (``_hparams``). Not thread-safe: the master drives one experiment's searcher at a time.
+    """
+
+    name: ClassVar[str]
+    _registry: ClassVar[dict[str, type[Searcher]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            Searcher._registry[cls.name] = cls
+
+    def __init__(self, config: ExperimentConfig) -> None:
+        if config.searcher.name != self.name:
+            raise ValueError(f"{type(self).__name__} cannot run a {config.searcher.name!r} searcher")
+        self.config = config
+        # parse_experiment_config always fills the seed; 0 only covers configs built by hand.
+        self.experiment_seed = config.reproducibility.experiment_seed or 0
+        self.max_concurrent_trials = config.searcher.max_concurrent_trials
+        self.total_trials = self._count_trials()
+        self._trials: list[_Trial] = []
+        self._by_request: dict[str, _Trial] = {}
+        self._open = 0  # created but not closed; kept as a count so a close is O(1)
+        self._shutdown = False
+
+    # --- what subclasses provide --------------------------------------------------------------------
+
+    @abstractmethod
+    def _count_trials(self) -> int:
+        """How many trials the whole search runs (at least one)."""
+
+    @abstractmethod
+    def _hparams(self, ordinal: int) -> dict[str, Any]:
+        """The hyperparameters of trial ``ordinal``, a pure function of config, seed and ordinal."""
+
+    # --- the protocol the master drives --------------------------------------------------------------
+
+    @classmethod
+    def for_config(cls, config: ExperimentConfig) -> type[Searcher]:
+        """The searcher class that runs ``config``, or ``Invalid`` naming ``searcher.name``."""
+        found = cls._registry.get(config.searcher.name)
+        if found is None:
+            raise Invalid(
+                [FieldError("searcher.name", f"{config.searcher.name} is not supported yet")],
+                title="Invalid experiment config",
+            )
+        return found
+
+    def initial_operations(self) -> list[Create]:
+        """The first trials to create; call once, when the experiment is created."""
+        if self._trials:
+            raise RuntimeError("initial_operations() was already called for this searcher")
+        return self._fill()
+
+    def on_trial_closed(self, request_id: str) -> list[Op]:
+        """A trial ended for good (completed, errored past its restarts or killed).
+
+        Closing frees a place under ``max_concurrent_trials``, so the answer may create the next
+        trial, and the last close answers ``Shutdown`` (exactly once). Closing the same trial again
+        changes nothing and returns no operations, so a repeated event is harmless.
+        """
+        trial = self._by_request.get(request_id)
+        if trial is None:
+            raise ValueError(f"unknown searcher request id {request_id!r}")
+        if trial.closed:
+            return []
+        trial.closed = True
+        self._open -= 1
+        ops: list[Op] = list(self._fill())
+        if len(self._trials) == self.total_trials and not self._shutdown and self._open == 0:
+            self._shutdown = True
+            ops.append(Shutdown())
+        return ops
+
+    def on_validation(self, request_id: str, metric: float) -> list[Op]:
+        """A trial reported its searcher metric; early-stopping searchers act on it, ours do not."""
+        if request_id not in self._by_request:
+            raise ValueError(f"unknown searcher request id {request_id!r}")
+        return []
+
+    def progress(self) -> float:
+        """Fraction of the search done, 0.0 to 1.0: closed trials over all trials."""
+        if self._shutdown:
+            return 1.0
+        return (len(self._trials) - self._open) / self.total_trials
+
+    @property
+    def is_shut_down(self) -> bool:
+        return self._shutdown
+
+    def state(self) -> dict[str, Any]:
+        """Everything needed to resume, as plain JSON types (a fresh copy each call)."""
+        return {
+            "version": STATE_VERSION,
+            "searcher": self.name,
+            "experiment_seed": self.experiment_seed,
+            "total_trials": self.total_trials,
+            "trials": [{"request_id": t.request_id, "closed": t.closed} for t in self._trials],
+            "shutdown": self._shutdown,
+        }
+
+    @classmethod
+    def restore(cls, config: ExperimentConfig, state: dict[str, Any]) -> Searcher:
+        """The searcher of ``config`` as it was when ``state`` was taken.
+
+        Refuses (ValueError) a state from another searcher, seed or search space, because
+        continuing it would silently mix two different searches in one experiment.
+        """
+        searcher = cls.for_config(config)(config)
+        searcher._load(state)
+        return searcher
+
+    # --- internals ------------------------------------------------------------------------------------
+
+    def _fill(self) -> list[Create]:
+        limit = self.max_concurrent_trials or self.total_trials
+        room = min(limit - self._open, self.total_trials - len(self._trials))
+        return [self._create() for _ in range(max(room, 0))]
+
+    def _create(self) -> Create:
+        ordinal = len(self._trials)
+        trial = _Trial(request_id=str(uuid.uuid4()))
+        self._trials.append(trial)
+        self._by_request[trial.request_id] = trial
+        self._open += 1
+        return Create(
+            request_id=trial.request_id,
+            trial_seed=trial_seed(self.experiment_seed, ordinal),
+            hparams=self._hparams(ordinal),
+        )
+
+    def _load(self, state: dict[str, Any]) -> Self:
+        expected = {
+            "version": STATE_VERSION,
+            "searcher": self.name,
+            "experiment_seed": self.experiment_seed,
+            "total_trials": self.total_trials,
+        }
+        for key, value in expected.items():
+            if state.get(key) != value:
+                raise ValueError(f"searcher state has {key}={state.get(key)!r}, the config needs {value!r}")
+        trials = state.get("trials")
+        if not isinstance(trials, list) or len(trials) > self.total_trials:
+            raise ValueError("searcher state has no valid trial list")
+        for entry in trials:
+            if not isinstance(entry, dict):
+                raise ValueError(f"searcher state has a malformed trial entry {entry!r}")
+            request_id, closed = entry.get("request_id"), entry.get("closed")
+            if not isinstance(request_id, str) or not isinstance(closed, bool):
+                raise ValueError(f"searcher state has a malformed trial entry {entry!r}")
+            if request_id in self._by_request:
+                raise ValueError(f"searcher state lists request id {request_id!r} twice")
+            trial = _Trial(request_id, closed)
+            self._trials.append(trial)
+            self._by_request[request_id] = trial
+            self._open += not closed
+        shutdown = state.get("shutdown")
+        if not isinstance(shutdown, bool):
+            raise ValueError("searcher state has no valid shutdown flag")
+        if shutdown and (len(self._trials) != self.total_trials or self._open):
+            raise ValueError("searcher state says shut down while trials are still to run")
+        self._shutdown = shutdown
+        return self

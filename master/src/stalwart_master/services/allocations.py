@@ -1,0 +1,441 @@
+"""Trial runs on slots: searcher-driven trial creation, scheduling, agent actions and run outcomes.
+
+The state lives in PostgreSQL only, so a restarted master continues where it was. Each function
+takes a session and never commits; the scheduler loop and the routes own the transactions.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from stalwart_master.db.orm import (
+    Agent,
+    Allocation,
+    AllocationSlot,
+    Experiment,
+    Slot,
+    Token,
+    Trial,
+    User,
+    utcnow,
+)
+from stalwart_master.errors import Forbidden
+from stalwart_master.expconf import ExperimentConfig
+from stalwart_master.scheduler import DEFAULT_PRIORITY, AgentCapacity, Request, Running, SlotRef, plan
+from stalwart_master.searcher import Create, Searcher, make_searcher
+from stalwart_master.services import users as users_service
+from stalwart_master.services.states import STOPPING, TERMINAL, ExperimentState
+
+log = logging.getLogger(__name__)
+
+LIVE = ("PENDING", "ASSIGNED", "RUNNING")
+ALLOCATION_TOKEN_TTL_HOURS = 24 * 14
+KILL_GRACE_SECONDS = 10
+
+
+def _config(experiment: Experiment) -> ExperimentConfig:
+    return ExperimentConfig.model_validate(experiment.config)
+
+
+def _searcher(experiment: Experiment) -> Searcher:
+    config = _config(experiment)
+    if experiment.searcher_state is None:
+        return make_searcher(config)
+    return Searcher.restore(config, experiment.searcher_state)
+
+
+def _create_trials(session: Session, experiment: Experiment, ops: list[Any]) -> None:
+    for op in ops:
+        if isinstance(op, Create):
+            session.add(
+                Trial(
+                    experiment_id=experiment.id,
+                    request_id=op.request_id,
+                    hparams=op.hparams,
+                    seed=op.trial_seed,
+                    state=ExperimentState.ACTIVE,
+                )
+            )
+
+
+def start_searcher(session: Session, experiment: Experiment) -> None:
+    """At creation: the searcher's first trials are recorded at once (they wait for slots)."""
+    searcher = make_searcher(_config(experiment))
+    _create_trials(session, experiment, searcher.initial_operations())
+    experiment.searcher_state = searcher.state()
+    session.flush()
+
+
+def live_allocations(session: Session, experiment_id: int) -> list[Allocation]:
+    query = (
+        select(Allocation)
+        .join(Trial, Trial.id == Allocation.trial_id)
+        .where(Trial.experiment_id == experiment_id, Allocation.state.in_(LIVE))
+    )
+    return list(session.scalars(query))
+
+
+def stop_experiment_runs(session: Session, experiment: Experiment, *, kill: bool) -> None:
+    """Pause/cancel ask running trials to checkpoint and exit; kill stops them now."""
+    for allocation in live_allocations(session, experiment.id):
+        if allocation.state == "PENDING":
+            _terminate(session, allocation, exit_code=None, reason="stopped before it started")
+        elif kill:
+            allocation.kill_requested = True
+        else:
+            allocation.preempt_requested = True
+
+
+def _release(session: Session, allocation: Allocation) -> None:
+    session.execute(
+        update(AllocationSlot).where(AllocationSlot.allocation_id == allocation.id).values(released=True)
+    )
+    session.execute(
+        update(Token)
+        .where(Token.allocation_id == allocation.id, Token.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+
+
+def _terminate(session: Session, allocation: Allocation, *, exit_code: int | None, reason: str) -> None:
+    allocation.state = "TERMINATED"
+    allocation.exit_code = exit_code
+    allocation.exit_reason = reason
+    allocation.ended_at = utcnow()
+    _release(session, allocation)
+
+
+@dataclass
+class Outcome:
+    """What the end of one run means for its trial."""
+
+    trial_state: str
+    closes_trial: bool
+    counts_restart: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def _outcome(experiment: Experiment, trial: Trial, allocation: Allocation, exit_code: int | None) -> Outcome:
+    state = ExperimentState(experiment.state)
+    if state == ExperimentState.STOPPING_KILLED or allocation.kill_requested:
+        return Outcome("CANCELED", closes_trial=True)
+    if exit_code == 0 and not allocation.preempt_acked:
+        return Outcome("COMPLETED", closes_trial=True)
+    if exit_code == 0 or allocation.exit_reason == "agent lost":
+        # Preempted (or lost with its agent): not the code's fault, resume later from its checkpoint.
+        if state in STOPPING:
+            return Outcome("CANCELED", closes_trial=True)
+        return Outcome("ACTIVE", closes_trial=False)
+    if state in STOPPING:
+        return Outcome("CANCELED", closes_trial=True)
+    max_restarts = int(experiment.config.get("max_restarts", 5))
+    if trial.restarts + 1 > max_restarts:
+        return Outcome("ERROR", closes_trial=True, counts_restart=True)
+    return Outcome("ACTIVE", closes_trial=False, counts_restart=True)
+
+
+def finish_allocation(session: Session, allocation: Allocation, exit_code: int | None, reason: str) -> None:
+    """A run ended: free its slots, then decide its trial's fate and feed the searcher."""
+    if allocation.state == "TERMINATED":
+        return
+    _terminate(session, allocation, exit_code=exit_code, reason=reason)
+    trial = session.scalar(select(Trial).where(Trial.id == allocation.trial_id).with_for_update())
+    assert trial is not None
+    experiment = session.scalar(
+        select(Experiment).where(Experiment.id == trial.experiment_id).with_for_update()
+    )
+    assert experiment is not None
+    outcome = _outcome(experiment, trial, allocation, exit_code)
+    if outcome.counts_restart:
+        trial.restarts += 1
+    if outcome.trial_state == "ERROR":
+        trial.end_reason = f"exited with {exit_code} after {trial.restarts - 1} restarts ({reason})"
+    trial.state = outcome.trial_state
+    log.info(
+        "trial %s run %s (allocation %s) ended with %s: trial %s",
+        trial.id,
+        allocation.run_id,
+        allocation.id,
+        exit_code,
+        trial.state,
+    )
+    if outcome.closes_trial:
+        trial.ended_at = utcnow()
+        searcher = _searcher(experiment)
+        ops = searcher.on_trial_closed(trial.request_id)
+        _create_trials(session, experiment, ops)
+        experiment.searcher_state = searcher.state()
+    session.flush()
+    settle_experiment(session, experiment)
+
+
+def settle_experiment(session: Session, experiment: Experiment) -> None:
+    """End an experiment whose searcher is done, or whose stop has no run left to wait for."""
+    state = ExperimentState(experiment.state)
+    if state in TERMINAL or state in (ExperimentState.DELETING, ExperimentState.DELETE_FAILED):
+        return
+    if live_allocations(session, experiment.id):
+        return
+    trials = session.scalars(select(Trial).where(Trial.experiment_id == experiment.id)).all()
+    if state in STOPPING:
+        for trial in trials:
+            if trial.state not in TERMINAL:
+                trial.state, trial.ended_at = "CANCELED", utcnow()
+        experiment.state = {
+            ExperimentState.STOPPING_CANCELED: ExperimentState.CANCELED,
+            ExperimentState.STOPPING_KILLED: ExperimentState.CANCELED,
+            ExperimentState.STOPPING_COMPLETED: ExperimentState.COMPLETED,
+            ExperimentState.STOPPING_ERROR: ExperimentState.ERROR,
+        }[state]
+        experiment.ended_at = utcnow()
+        return
+    shut_down = bool((experiment.searcher_state or {}).get("shutdown"))
+    searcher = _searcher(experiment) if experiment.searcher_state is not None else None
+    if searcher is not None:
+        shut_down = searcher.is_shut_down
+    if shut_down and all(t.state in TERMINAL for t in trials):
+        experiment.state = (
+            ExperimentState.COMPLETED
+            if any(t.state == "COMPLETED" for t in trials)
+            else ExperimentState.ERROR
+        )
+        experiment.ended_at = utcnow()
+        log.info("experiment %s %s", experiment.id, experiment.state)
+
+
+def request_allocations(session: Session) -> int:
+    """Every active trial of an active experiment without a live run gets a PENDING allocation."""
+    live = select(Allocation.trial_id).where(Allocation.state.in_(LIVE))
+    query = (
+        select(Trial, Experiment)
+        .join(Experiment, Experiment.id == Trial.experiment_id)
+        .where(
+            Experiment.state == ExperimentState.ACTIVE,
+            Trial.state == "ACTIVE",
+            Trial.id.not_in(live),
+        )
+        # Locking the experiment too means a concurrent pause/cancel either waits for this pass (and
+        # then sees the new PENDING run) or is already done (and the row no longer matches).
+        .with_for_update(of=[Trial, Experiment], skip_locked=True)
+    )
+    count = 0
+    for trial, experiment in session.execute(query).all():
+        resources = experiment.config.get("resources", {})
+        trial.run_id += 1
+        session.add(
+            Allocation(
+                trial_id=trial.id,
+                run_id=trial.run_id,
+                resource_pool=str(resources.get("resource_pool") or "default"),
+                slots_needed=int(resources.get("slots_per_trial", 1)),
+                priority=int(resources.get("priority") or DEFAULT_PRIORITY),
+                state="PENDING",
+            )
+        )
+        count += 1
+    session.flush()
+    return count
+
+
+def assign_pending(session: Session) -> int:
+    """Place PENDING allocations on free slots; the unique index refuses any double booking."""
+    pending_rows = session.execute(
+        select(Allocation, Trial.experiment_id, Experiment.config)
+        .join(Trial, Trial.id == Allocation.trial_id)
+        .join(Experiment, Experiment.id == Trial.experiment_id)
+        .where(Allocation.state == "PENDING", Experiment.state == ExperimentState.ACTIVE)
+        .with_for_update(of=[Allocation, Experiment], skip_locked=True)
+    ).all()
+    if not pending_rows:
+        return 0
+    held = set(session.scalars(select(AllocationSlot.slot_id).where(AllocationSlot.released.is_(False))))
+    agents = session.scalars(select(Agent).where(Agent.connected.is_(True))).all()
+    free: dict[str, list[SlotRef]] = {}
+    for slot in session.scalars(select(Slot).where(Slot.present.is_(True)).order_by(Slot.index)):
+        if slot.id not in held:
+            free.setdefault(slot.agent_id, []).append(
+                SlotRef(slot_id=slot.id, index=slot.index, uuid=slot.uuid)
+            )
+    capacities = [
+        AgentCapacity(
+            agent_id=a.id,
+            resource_pool=a.resource_pool,
+            enabled=a.enabled,
+            draining=a.draining,
+            free_slots=free.get(a.id, []),
+        )
+        for a in agents
+    ]
+    running = [
+        Running(experiment_id=experiment_id, slots=slots)
+        for experiment_id, slots in session.execute(
+            select(Trial.experiment_id, Allocation.slots_needed)
+            .join(Trial, Trial.id == Allocation.trial_id)
+            .where(Allocation.state.in_(("ASSIGNED", "RUNNING")))
+        )
+    ]
+    requests = [
+        Request(
+            allocation_id=allocation.id,
+            trial_id=allocation.trial_id,
+            experiment_id=experiment_id,
+            resource_pool=allocation.resource_pool,
+            slots_needed=allocation.slots_needed,
+            priority=allocation.priority,
+            submitted_at=allocation.created_at,
+            max_slots=(config.get("resources") or {}).get("max_slots"),
+        )
+        for allocation, experiment_id, config in pending_rows
+    ]
+    by_id = {a.id: a for a, _, _ in pending_rows}
+    assignments = plan(requests, capacities, running)
+    for assignment in assignments:
+        allocation = by_id[assignment.allocation_id]
+        allocation.agent_id = assignment.agent_id
+        allocation.state = "ASSIGNED"
+        allocation.assigned_at = utcnow()
+        for ref in assignment.slots:
+            session.add(AllocationSlot(allocation_id=allocation.id, slot_id=ref.slot_id))
+        log.info(
+            "allocation %s (trial %s) assigned to agent %s, %d slots",
+            allocation.id,
+            allocation.trial_id,
+            assignment.agent_id,
+            len(assignment.slots),
+        )
+    session.flush()
+    return len(assignments)
+
+
+def agent_actions(session: Session, agent_id: str) -> list[dict[str, Any]]:
+    """Undelivered starts and kills for one agent; a start carries a freshly minted allocation token."""
+    actions: list[dict[str, Any]] = []
+    rows = session.execute(
+        select(Allocation, Trial, Experiment)
+        .join(Trial, Trial.id == Allocation.trial_id)
+        .join(Experiment, Experiment.id == Trial.experiment_id)
+        .where(Allocation.agent_id == agent_id, Allocation.state.in_(("ASSIGNED", "RUNNING")))
+        .with_for_update(of=Allocation)
+    ).all()
+    for allocation, trial, experiment in rows:
+        if allocation.state == "ASSIGNED" and not allocation.delivered:
+            owner = session.get(User, experiment.owner_id)
+            assert owner is not None
+            secret = users_service.issue_token(session, owner, ALLOCATION_TOKEN_TTL_HOURS, kind="allocation")
+            session.execute(
+                update(Token)
+                .where(Token.token_hash == users_service.hash_token(secret))
+                .values(allocation_id=allocation.id)
+            )
+            slots = session.scalars(
+                select(Slot)
+                .join(AllocationSlot, AllocationSlot.slot_id == Slot.id)
+                .where(AllocationSlot.allocation_id == allocation.id)
+                .order_by(Slot.index)
+            ).all()
+            actions.append(
+                {
+                    "type": "start",
+                    "allocation_id": str(allocation.id),
+                    "allocation_token": secret,
+                    "trial_id": trial.id,
+                    "experiment_id": experiment.id,
+                    "slot_uuids": [s.uuid for s in slots],
+                    "slot_indexes": [s.index for s in slots],
+                    "slot_types": [s.type for s in slots],
+                }
+            )
+            allocation.delivered = True
+        if allocation.kill_requested and not allocation.kill_delivered:
+            actions.append(
+                {"type": "kill", "allocation_id": str(allocation.id), "grace_seconds": KILL_GRACE_SECONDS}
+            )
+            allocation.kill_delivered = True
+    session.flush()
+    return actions
+
+
+def reconcile_agent(session: Session, agent_id: str, running: list[str]) -> None:
+    """On (re-)registration: runs the master believes started there but the agent lacks are over."""
+    for allocation in session.scalars(
+        select(Allocation).where(
+            Allocation.agent_id == agent_id, Allocation.state.in_(("ASSIGNED", "RUNNING"))
+        )
+    ):
+        if allocation.delivered and str(allocation.id) not in running:
+            finish_allocation(session, allocation, None, "agent lost")
+
+
+def fail_lost_agents(session: Session, agent_ids: list[str]) -> None:
+    for allocation in session.scalars(
+        select(Allocation).where(
+            Allocation.agent_id.in_(agent_ids), Allocation.state.in_(("ASSIGNED", "RUNNING"))
+        )
+    ):
+        finish_allocation(session, allocation, None, "agent lost")
+
+
+def settle_stopping(session: Session) -> None:
+    for experiment in session.scalars(
+        select(Experiment).where(Experiment.state.in_([s.value for s in STOPPING]))
+    ):
+        settle_experiment(session, experiment)
+
+
+def allocation_for_token(session: Session, token: Token) -> Allocation:
+    if token.kind != "allocation" or token.allocation_id is None:
+        raise Forbidden("this route is for a trial's allocation token")
+    allocation = session.get(Allocation, token.allocation_id)
+    if allocation is None:
+        raise Forbidden("the allocation of this token is gone")
+    return allocation
+
+
+def mark_running(session: Session, allocation: Allocation) -> None:
+    if allocation.state == "ASSIGNED":
+        allocation.state = "RUNNING"
+        allocation.started_at = utcnow()
+
+
+def trial_info(session: Session, allocation: Allocation) -> dict[str, Any]:
+    trial = session.get(Trial, allocation.trial_id)
+    assert trial is not None
+    experiment = session.get(Experiment, trial.experiment_id)
+    assert experiment is not None
+    slots = session.scalars(
+        select(Slot)
+        .join(AllocationSlot, AllocationSlot.slot_id == Slot.id)
+        .where(AllocationSlot.allocation_id == allocation.id)
+        .order_by(Slot.index)
+    ).all()
+    return {
+        "allocation_id": str(allocation.id),
+        "trial_id": trial.id,
+        "experiment_id": experiment.id,
+        "run_id": allocation.run_id,
+        "trial_seed": trial.seed,
+        "hparams": trial.hparams,
+        "config": experiment.config,
+        "latest_checkpoint": str(trial.latest_checkpoint) if trial.latest_checkpoint else None,
+        "steps_completed": trial.steps_completed,
+        "context_sha256": experiment.context_sha256,
+        "entrypoint": experiment.config.get("entrypoint"),
+        "slot_uuids": [s.uuid for s in slots],
+        "checkpoint_storage": experiment.config.get("checkpoint_storage"),
+        "searcher": {"max_length": (experiment.config.get("searcher") or {}).get("max_length")},
+    }
+
+
+def preempt_on_agent(session: Session, agent_id: str) -> None:
+    """Disabling an agent without drain asks its runs to checkpoint and leave; they resume elsewhere."""
+    for allocation in session.scalars(
+        select(Allocation).where(
+            Allocation.agent_id == agent_id, Allocation.state.in_(("ASSIGNED", "RUNNING"))
+        )
+    ):
+        allocation.preempt_requested = True

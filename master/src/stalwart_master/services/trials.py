@@ -1,0 +1,217 @@
+"""What trials report: metrics (exactly once), progress, checkpoints and log lines; and queries."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from stalwart_master.db.orm import Checkpoint, Experiment, Metric, MetricBatch, Trial, TrialLog
+from stalwart_master.errors import Conflict, ErrorList, NotFound
+
+_NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def encode_value(value: Any) -> Any:
+    """JSONB cannot hold NaN or infinities; they are stored as the JSON spellings Python reads back."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    return value
+
+
+def decode_value(value: Any) -> Any:
+    return _NON_FINITE.get(value, value) if isinstance(value, str) else value
+
+
+@dataclass(frozen=True)
+class MetricReport:
+    group: str
+    steps_completed: int
+    values: dict[str, Any]
+
+
+def get_trial(session: Session, trial_id: int, *, for_update: bool = False) -> Trial:
+    query = select(Trial).where(Trial.id == trial_id)
+    if for_update:
+        query = query.with_for_update()
+    trial = session.scalar(query)
+    if trial is None:
+        raise NotFound(f"trial {trial_id} not found")
+    return trial
+
+
+def list_trials(session: Session, experiment_id: int) -> list[Trial]:
+    return list(session.scalars(select(Trial).where(Trial.experiment_id == experiment_id).order_by(Trial.id)))
+
+
+def _searcher_metric(experiment: Experiment) -> tuple[str, bool]:
+    searcher = experiment.config.get("searcher", {})
+    return str(searcher.get("metric", "")), bool(searcher.get("smaller_is_better", True))
+
+
+def ingest_metrics(
+    session: Session, trial: Trial, run_id: int, batch_id: uuid.UUID, reports: list[MetricReport]
+) -> int:
+    """Store a batch once: a repeated batch id, or a (group, steps, run) already stored, is skipped."""
+    errors = ErrorList()
+    for i, report in enumerate(reports):
+        if not report.group or "." in report.group or len(report.group) > 64:
+            errors.add(f"metrics.{i}.group", "must be 1-64 characters without '.'")
+        if report.steps_completed < 0:
+            errors.add(f"metrics.{i}.steps_completed", "must be at least 0")
+        for key, value in report.values.items():
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                errors.add(f"metrics.{i}.values.{key}", "must be a number")
+    errors.raise_if_any(title="Invalid metrics")
+    new_batch = session.execute(
+        insert(MetricBatch)
+        .values(batch_id=batch_id, trial_id=trial.id)
+        .on_conflict_do_nothing()
+        .returning(MetricBatch.batch_id)
+    ).scalar()
+    if new_batch is None or not reports:
+        return 0
+    rows = [
+        {
+            "trial_id": trial.id,
+            "run_id": run_id,
+            "group": r.group,
+            "steps_completed": r.steps_completed,
+            "values": {k: encode_value(float(v) if isinstance(v, float) else v) for k, v in r.values.items()},
+        }
+        for r in reports
+    ]
+    stored = session.execute(
+        insert(Metric)
+        .values(rows)
+        .on_conflict_do_nothing(constraint="uq_metrics_trial_group_steps_run")
+        .returning(Metric.id)
+    ).all()
+    experiment = session.get(Experiment, trial.experiment_id)
+    assert experiment is not None
+    metric_name, smaller = _searcher_metric(experiment)
+    for report in reports:
+        trial.steps_completed = max(trial.steps_completed, report.steps_completed)
+        if report.group == "validation" and metric_name in report.values:
+            value = float(report.values[metric_name])
+            if math.isfinite(value) and (
+                trial.best_validation is None or (value < trial.best_validation) == smaller
+            ):
+                trial.best_validation = value
+    return len(stored)
+
+
+def list_metrics(
+    session: Session, trial_id: int, group: str | None = None, limit: int = 10_000
+) -> list[Metric]:
+    query = select(Metric).where(Metric.trial_id == trial_id)
+    if group:
+        query = query.where(Metric.group == group)
+    return list(session.scalars(query.order_by(Metric.steps_completed, Metric.run_id).limit(limit)))
+
+
+def register_checkpoint(
+    session: Session,
+    trial: Trial,
+    *,
+    checkpoint_uuid: uuid.UUID,
+    allocation_id: uuid.UUID | None,
+    steps_completed: int,
+    storage: dict[str, Any],
+    manifest: dict[str, Any],
+    metadata: dict[str, Any],
+    parent_uuid: uuid.UUID | None,
+) -> Checkpoint:
+    """Called only after the harness committed the manifest, so a registered checkpoint is complete."""
+    errors = ErrorList()
+    files = manifest.get("files")
+    if not isinstance(files, list) or not files:
+        errors.add("manifest.files", "must list at least one file")
+    else:
+        for i, entry in enumerate(files):
+            if not isinstance(entry, dict) or not {"path", "size", "sha256"} <= set(entry):
+                errors.add(f"manifest.files.{i}", "needs path, size and sha256")
+    if steps_completed < 0:
+        errors.add("steps_completed", "must be at least 0")
+    errors.raise_if_any(title="Invalid checkpoint")
+    if session.get(Checkpoint, checkpoint_uuid) is not None:
+        raise Conflict(f"checkpoint {checkpoint_uuid} is already registered")
+    checkpoint = Checkpoint(
+        uuid=checkpoint_uuid,
+        trial_id=trial.id,
+        allocation_id=allocation_id,
+        steps_completed=steps_completed,
+        state="COMPLETED",
+        storage=storage,
+        manifest=manifest,
+        user_metadata=metadata,
+        size=sum(int(f["size"]) for f in manifest["files"]),
+        parent_uuid=parent_uuid,
+    )
+    session.add(checkpoint)
+    latest = session.get(Checkpoint, trial.latest_checkpoint) if trial.latest_checkpoint else None
+    if latest is None or steps_completed >= latest.steps_completed:
+        trial.latest_checkpoint = checkpoint_uuid
+    session.flush()
+    return checkpoint
+
+
+def get_checkpoint(session: Session, checkpoint_uuid: uuid.UUID) -> Checkpoint:
+    checkpoint = session.get(Checkpoint, checkpoint_uuid)
+    if checkpoint is None:
+        raise NotFound(f"checkpoint {checkpoint_uuid} not found")
+    return checkpoint
+
+
+def list_checkpoints(session: Session, experiment_id: int) -> list[Checkpoint]:
+    query = (
+        select(Checkpoint)
+        .join(Trial, Trial.id == Checkpoint.trial_id)
+        .where(Trial.experiment_id == experiment_id)
+        .order_by(Checkpoint.created_at)
+    )
+    return list(session.scalars(query))
+
+
+@dataclass(frozen=True)
+class LogLine:
+    ts: dt.datetime
+    rank: int
+    stream: str
+    message: str
+
+
+def append_logs(session: Session, trial_id: int, allocation_id: uuid.UUID, lines: list[LogLine]) -> None:
+    if lines:
+        session.execute(
+            insert(TrialLog),
+            [
+                {
+                    "trial_id": trial_id,
+                    "allocation_id": allocation_id,
+                    "rank": line.rank,
+                    "stream": line.stream,
+                    "ts": line.ts,
+                    "message": line.message.replace("\x00", ""),
+                }
+                for line in lines
+            ],
+        )
+
+
+def read_logs(session: Session, trial_id: int, *, after_id: int = 0, limit: int = 1000) -> list[TrialLog]:
+    query = select(TrialLog).where(TrialLog.trial_id == trial_id, TrialLog.id > after_id)
+    return list(session.scalars(query.order_by(TrialLog.id).limit(limit)))
+
+
+def tail_start(session: Session, trial_id: int, tail: int) -> int:
+    """The log id after which the last ``tail`` lines begin."""
+    ids = select(TrialLog.id).where(TrialLog.trial_id == trial_id).order_by(TrialLog.id.desc()).limit(tail)
+    smallest = session.scalar(select(func.min(ids.subquery().c.id)))
+    return int(smallest) - 1 if smallest is not None else 0

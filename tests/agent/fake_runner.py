@@ -1,0 +1,60 @@
+"""Stands in for the trial runner (``python -m stalwart.exec.run``) in the agent's tests.
+
+It does only what a test asks through its options: record its environment, print lines, ignore
+SIGTERM, leave a child behind, exit with a code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--dump-env", type=Path)
+    parser.add_argument("--pidfile", type=Path)
+    parser.add_argument("--child-pidfile", type=Path, help="start a child that ignores SIGTERM and sleeps")
+    parser.add_argument(
+        "--child-own-group", action="store_true", help="as the real runner starts its entrypoint"
+    )
+    parser.add_argument("--ignore-term", action="store_true")
+    parser.add_argument("--stdout-lines", type=int, default=0)
+    parser.add_argument("--stderr-lines", type=int, default=0)
+    parser.add_argument("--sleep", type=float, default=0.0)
+    parser.add_argument("--exit", type=int, default=0)
+    args = parser.parse_args()
+
+    if args.ignore_term:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if args.dump_env:
+        args.dump_env.write_text(json.dumps({"env": dict(os.environ), "cwd": os.getcwd()}))
+    if args.child_pidfile:
+        child = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)",
+            ],
+            process_group=0 if args.child_own_group else None,
+        )
+        args.child_pidfile.write_text(str(child.pid))
+    for i in range(args.stdout_lines):
+        print(f"out {i}")
+    for i in range(args.stderr_lines):
+        print(f"err {i}", file=sys.stderr)
+    if args.pidfile:
+        # Written last: once it exists, the handlers and the child are in place.
+        args.pidfile.write_text(str(os.getpid()))
+    time.sleep(args.sleep)
+    sys.exit(args.exit)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""Real agents (artificial slots) beside the real master, for end-to-end training tests."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from support import ManagedProcess, spawn, wait_for
+
+
+@pytest.fixture(scope="session")
+def admin_api(live_master) -> Iterator[httpx.Client]:  # type: ignore[no-untyped-def]
+    token = httpx.post(
+        f"{live_master.url}/api/v1/auth/login",
+        json={"username": live_master.admin_username, "password": live_master.admin_password},
+    ).json()["token"]
+    with httpx.Client(
+        base_url=live_master.url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+    ) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def agent_token(admin_api: httpx.Client) -> str:
+    response = admin_api.post("/api/v1/agents/tokens")
+    assert response.status_code == 201, response.text
+    return str(response.json()["token"])
+
+
+@pytest.fixture
+def start_agent(
+    live_master, agent_token: str, admin_api: httpx.Client, tmp_path: Path
+) -> Iterator[Callable[..., ManagedProcess]]:  # type: ignore[no-untyped-def]
+    """Starts `stalwart-agent --artificial-slots N` processes, stopped and disabled after the test."""
+    started: list[tuple[str, ManagedProcess]] = []
+
+    def start(agent_id: str, slots: int, pool: str = "default") -> ManagedProcess:
+        process = spawn(
+            [
+                sys.executable,
+                "-m",
+                "stalwart_agent",
+                "--master",
+                live_master.url,
+                "--token",
+                agent_token,
+                "--agent-id",
+                agent_id,
+                "--artificial-slots",
+                str(slots),
+                "--resource-pool",
+                pool,
+                "--work-dir",
+                str(tmp_path / agent_id),
+            ],
+            tmp_path / f"{agent_id}.log",
+        )
+        started.append((agent_id, process))
+
+        def registered() -> bool:
+            if not process.alive():
+                raise RuntimeError(f"agent exited:\n{process.log_tail()}")
+            agents = admin_api.get("/api/v1/agents").json()
+            return any(a["id"] == agent_id and a["connected"] for a in agents)
+
+        wait_for(registered, 30, f"agent {agent_id} to register")
+        return process
+
+    yield start
+    for agent_id, process in started:
+        process.stop()
+        # A stopped agent would otherwise keep its slots until declared lost; later tests must not see it.
+        admin_api.post(f"/api/v1/agents/{agent_id}/disable", json={"drain": True})
