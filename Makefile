@@ -45,6 +45,7 @@ test: test-deps
 ## make bench: the benchmarks, each against its baseline in the same run (see docs/benchmarks.md).
 bench: $(VENV)/.bench-deps
 	$(BIN)/python bench/harness_overhead.py
+	$(BIN)/python bench/metric_ingestion.py
 
 lint: test-deps
 	$(BIN)/ruff check .

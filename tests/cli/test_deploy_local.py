@@ -25,7 +25,7 @@ from stalwart_master.local.process import free_port
 from support import kill_leftovers, process_gone
 
 CLI = [sys.executable, "-c", "from stalwart.cli.main import main; main()", "deploy", "local"]
-COMPONENTS = {"postgres", "redis", "master", "worker"}
+COMPONENTS = {"postgres", "redis", "master", "worker", "agent-0"}
 
 
 @pytest.fixture

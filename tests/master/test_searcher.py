@@ -18,6 +18,7 @@ from stalwart_master.expconf import ExperimentConfig, parse_experiment_config
 from stalwart_master.searcher import (
     Create,
     GridSearcher,
+    Op,
     RandomSearcher,
     Searcher,
     Shutdown,
@@ -97,6 +98,12 @@ def run_to_end(
     assert len({op.request_id for op in created}) == len(created)
     roundtrip(searcher)
     return created, progress
+
+
+def one_create(ops: list[Op]) -> Create:
+    [op] = ops
+    assert isinstance(op, Create)
+    return op
 
 
 def hparams_of(ops: list[Create]) -> list[dict[str, Any]]:
@@ -197,7 +204,7 @@ def test_grid_is_the_cartesian_product_in_a_fixed_order_with_nested_structure() 
     config = make_config(NESTED, max_concurrent_trials=0)
     ops, _ = run_to_end(config)
     # Trials are created in order, so the creation order is the grid order: the last axis varies fastest.
-    expected = [
+    expected: list[dict[str, Any]] = [
         {
             "lr": lr,
             "model": {"layers": layers, "act": act, "width": 128, "extra": {"type_like": "stays a value"}},
@@ -350,12 +357,11 @@ def test_closing_one_trial_creates_the_next_under_the_cap() -> None:
     config = make_config({"c": {"type": "categorical", "vals": [0, 1, 2, 3, 4]}}, max_concurrent_trials=2)
     searcher = make_searcher(config)
     a, b = searcher.initial_operations()
-    [c] = searcher.on_trial_closed(b.request_id)
-    assert isinstance(c, Create) and c.hparams == {"c": 2}
+    c = one_create(searcher.on_trial_closed(b.request_id))
+    assert c.hparams == {"c": 2}
     assert searcher.progress() == pytest.approx(1 / 5)
-    [d] = searcher.on_trial_closed(a.request_id)
-    [e] = searcher.on_trial_closed(c.request_id)
-    assert isinstance(d, Create) and isinstance(e, Create)
+    d = one_create(searcher.on_trial_closed(a.request_id))
+    e = one_create(searcher.on_trial_closed(c.request_id))
     assert searcher.on_trial_closed(d.request_id) == []  # nothing left to create, e still running
     assert searcher.on_trial_closed(e.request_id) == [Shutdown()]
 
@@ -364,11 +370,11 @@ def test_closing_a_trial_twice_changes_nothing() -> None:
     config = make_config({"c": {"type": "categorical", "vals": [0, 1, 2]}}, max_concurrent_trials=1)
     searcher = make_searcher(config)
     [a] = searcher.initial_operations()
-    [b] = searcher.on_trial_closed(a.request_id)
+    b = one_create(searcher.on_trial_closed(a.request_id))
     before = searcher.state()
     assert searcher.on_trial_closed(a.request_id) == []
     assert searcher.state() == before
-    [c] = searcher.on_trial_closed(b.request_id)
+    c = one_create(searcher.on_trial_closed(b.request_id))
     assert searcher.on_trial_closed(c.request_id) == [Shutdown()]
     assert searcher.on_trial_closed(c.request_id) == []  # no second Shutdown
 
@@ -396,7 +402,7 @@ def test_restore_keeps_open_trials_and_the_shutdown_flag() -> None:
     a, b = searcher.initial_operations()
     restored = Searcher.restore(config, roundtrip(searcher))
     assert isinstance(restored, GridSearcher)
-    [c] = restored.on_trial_closed(a.request_id)
+    c = one_create(restored.on_trial_closed(a.request_id))
     assert c.hparams == {"c": 2}
     assert restored.on_trial_closed(b.request_id) == []
     assert restored.on_trial_closed(c.request_id) == [Shutdown()]

@@ -19,7 +19,7 @@ NEEDS_MASTER = "stalwart deploy local needs the stalwart-master package: pip ins
 
 app = typer.Typer(help="Deploy a Stalwart cluster.", no_args_is_help=True)
 local_app = typer.Typer(
-    help="A cluster on this machine: embedded PostgreSQL and Redis, the master and a Celery worker.",
+    help="A cluster on this machine: embedded PostgreSQL and Redis, the master, a Celery worker, agents.",
     no_args_is_help=True,
 )
 app.add_typer(local_app, name="local")
@@ -39,12 +39,31 @@ PortOption = Annotated[
 HOME_DATA_DIR = Path("~/.stalwart")
 
 
+AgentsOption = Annotated[int, typer.Option("--agents", min=0, max=64, help="Agent daemons to run trials.")]
+SlotsOption = Annotated[
+    int | None,
+    typer.Option(
+        "--artificial-slots",
+        min=1,
+        max=1024,
+        help="Give each agent this many artificial (CPU) slots instead of detecting GPUs.",
+        show_default=False,
+    ),
+]
+
+
 @local_app.command("up")
-def up(data_dir: DataDirOption = HOME_DATA_DIR, port: PortOption = 8080, as_json: JsonOption = False) -> None:
+def up(
+    data_dir: DataDirOption = HOME_DATA_DIR,
+    port: PortOption = 8080,
+    agents: AgentsOption = 1,
+    artificial_slots: SlotsOption = None,
+    as_json: JsonOption = False,
+) -> None:
     """Start the local cluster (what is already running is kept) and print how to log in."""
     local = _local()
     try:
-        result = local.up(data_dir.expanduser(), port)
+        result = local.up(data_dir.expanduser(), port, agents=agents, artificial_slots=artificial_slots)
     except local.LocalClusterError as exc:
         raise fail(CliError(str(exc))) from None
     _report(result, as_json, show_login=True)

@@ -50,6 +50,13 @@ MASTER_START_TIMEOUT_S = 120.0
 # Celery logs "celery@<host> ready." once it consumes; if that line never shows we still go on.
 WORKER_READY_TIMEOUT_S = 30.0
 _STOP_TIMEOUT_S = {"worker": 60.0, "master": 30.0, "redis": 30.0, "postgres": 60.0}
+AGENT_STOP_TIMEOUT_S = 30.0
+AGENT_TOKEN_FILE = "agent-token"
+
+
+def agent_names(count: int) -> list[str]:
+    return [f"agent-{i}" for i in range(count)]
+
 
 ComponentState = Literal["running", "stopped", "stale", "external"]
 
@@ -133,6 +140,8 @@ class _Layout:
         return self.logs_dir / f"{name}.log"
 
     def check(self, name: str) -> PidCheck:
+        if name.startswith("agent-"):
+            return check_pid_file(self.pid_file(name), cmdline_has("stalwart_agent", f"local-{name}"))
         matchers = {
             "postgres": is_postmaster_for(self.data_dir / "postgres" / "pgdata"),
             "redis": is_redis_server,
@@ -140,6 +149,10 @@ class _Layout:
             "worker": cmdline_has("stalwart_master", "worker"),
         }
         return check_pid_file(self.pid_file(name), matchers[name])
+
+    def components(self) -> list[str]:
+        """The fixed services, then the agents the last ``up`` asked for."""
+        return [*COMPONENTS, *agent_names(int(_read_state(self).get("agents", 0)))]
 
 
 def up(
@@ -150,12 +163,21 @@ def up(
     redis_url: str | None = None,
     host: str = "127.0.0.1",
     timeout: float = MASTER_START_TIMEOUT_S,
+    agents: int = 1,
+    artificial_slots: int | None = None,
 ) -> ClusterStatus:
     """Start whatever is not already running; running components are kept as they are.
+
+    ``agents`` agent daemons run the trials; on one machine more than one would all claim the same
+    GPUs, so several agents need ``artificial_slots``.
 
     PostgreSQL and Redis are embedded unless ``database_url`` / ``redis_url`` (or
     ``STALWART_DATABASE_URL`` / ``STALWART_REDIS_URL``) name servers to use instead.
     """
+    if agents < 0 or (agents > 1 and artificial_slots is None):
+        raise LocalClusterError(
+            "several agents on one machine would all claim the same GPUs; pass --artificial-slots K"
+        )
     layout = _layout(data_dir)
     layout.run_dir.mkdir(parents=True, exist_ok=True)
     layout.logs_dir.mkdir(parents=True, exist_ok=True)
@@ -203,9 +225,109 @@ def up(
         state["master_url"], actions["master"] = _ensure_master(
             layout, host, port, env, timeout, notes, previous_url
         )
+        previous_agents = int(_read_state(layout).get("agents", 0))
+        for name in agent_names(previous_agents)[agents:]:  # fewer agents asked for than before
+            _stop_component(layout, name, actions, notes)
+        state["agents"] = agents
         _write_state(layout, state)
         actions["worker"] = _ensure_worker(layout, env, notes)
+        if agents:
+            token = _agent_token(layout, database_url)
+            for name in agent_names(agents):
+                actions[name] = _ensure_agent(
+                    layout, name, state["master_url"], token, artificial_slots, env, notes
+                )
     return _status(layout, notes, actions)
+
+
+def _agent_token(layout: _Layout, database_url: str) -> str:
+    """One agent token per local cluster, minted straight in the database for its first admin."""
+    path = layout.data_dir / AGENT_TOKEN_FILE
+    if path.exists():
+        return path.read_text().strip()
+    from sqlalchemy import select
+
+    from stalwart_master.db.orm import User
+    from stalwart_master.db.session import unit_of_work
+    from stalwart_master.services.agents import create_agent_token
+
+    url = database_url.replace("postgresql://", "postgresql+psycopg://", 1)
+    with unit_of_work(url) as session:
+        admin = session.scalars(select(User).where(User.admin.is_(True)).order_by(User.id)).first()
+        if admin is None:
+            raise LocalClusterError("the master created no admin user; see its log")
+        token = create_agent_token(session, admin)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(token + "\n")
+    return token
+
+
+def _ensure_agent(
+    layout: _Layout,
+    name: str,
+    master_url: str,
+    token: str,
+    artificial_slots: int | None,
+    env: dict[str, str],
+    notes: list[str],
+) -> str:
+    check = layout.check(name)
+    if check.state == "running":
+        return "already running"
+    if check.state == "stale":
+        notes.append(f"{name}: replaced stale pid file ({check.reason})")
+        layout.pid_file(name).unlink(missing_ok=True)
+    argv = [
+        sys.executable,
+        "-m",
+        "stalwart_agent",
+        "--master",
+        master_url,
+        "--agent-id",
+        f"local-{name}",
+        "--work-dir",
+        str(layout.data_dir / "agents" / name),
+    ]
+    if artificial_slots is not None:
+        argv += ["--artificial-slots", str(artificial_slots)]
+    # The token travels in the environment, not argv, so `ps` does not show it.
+    agent_env = {k: v for k, v in env.items() if not k.startswith("STALWART_")}
+    agent_env["STALWART_AGENT_TOKEN"] = token
+    proc = spawn(
+        argv,
+        log_file=layout.log_file(name),
+        pid_file=layout.pid_file(name),
+        env=agent_env,
+        cwd=layout.data_dir,
+    )
+
+    def registered() -> bool:
+        return b"registered with" in layout.log_file(name).read_bytes()
+
+    def alive() -> None:
+        if not is_alive(proc):
+            layout.pid_file(name).unlink(missing_ok=True)
+            log_file = layout.log_file(name)
+            tail = log_tail(log_file)
+            raise LocalClusterError(f"{name} exited during startup; last lines of {log_file}:\n{tail}")
+
+    if not wait_until(registered, timeout=30.0, interval=0.2, alive=alive):
+        notes.append(f"{name}: started but not registered after 30s; see {layout.log_file(name)}")
+    return "started"
+
+
+def _stop_component(layout: _Layout, name: str, actions: dict[str, str], notes: list[str]) -> None:
+    check = layout.check(name)
+    if check.state == "running":
+        assert check.process is not None
+        sig = signal.SIGINT if name == "postgres" else signal.SIGTERM
+        log.info("stopping %s (pid %d)", name, check.process.pid)
+        stop_process(check.process, sig=sig, timeout=_STOP_TIMEOUT_S.get(name, AGENT_STOP_TIMEOUT_S))
+        actions[name] = f"stopped pid {check.pid}"
+    elif check.state == "stale":
+        notes.append(f"{name}: removed stale pid file ({check.reason})")
+    layout.pid_file(name).unlink(missing_ok=True)
 
 
 def down(data_dir: Path) -> ClusterStatus:
@@ -216,17 +338,8 @@ def down(data_dir: Path) -> ClusterStatus:
     if not layout.run_dir.is_dir():
         return _status(layout, notes, actions)
     with file_lock(layout.run_dir / ".lock"):
-        for name in reversed(COMPONENTS):
-            check = layout.check(name)
-            if check.state == "running":
-                assert check.process is not None
-                sig = signal.SIGINT if name == "postgres" else signal.SIGTERM
-                log.info("stopping %s (pid %d)", name, check.process.pid)
-                stop_process(check.process, sig=sig, timeout=_STOP_TIMEOUT_S[name])
-                actions[name] = f"stopped pid {check.pid}"
-            elif check.state == "stale":
-                notes.append(f"{name}: removed stale pid file ({check.reason})")
-            layout.pid_file(name).unlink(missing_ok=True)
+        for name in reversed(layout.components()):
+            _stop_component(layout, name, actions, notes)
     return _status(layout, notes, actions)
 
 
@@ -358,15 +471,14 @@ def _status(layout: _Layout, notes: list[str], actions: dict[str, str]) -> Clust
         "postgres": state.get("database_url"),
         "redis": state.get("redis_url"),
         "master": state.get("master_url"),
-        "worker": None,
     }
     components = []
-    for name in COMPONENTS:
+    for name in layout.components():
         check = layout.check(name)
         component_state: ComponentState = check.state
         if check.state == "stopped" and state.get(f"{_EXTERNAL_KEY.get(name, name)}_external"):
             component_state = "external"
-        url = urls[name]
+        url = urls.get(name)
         detail = actions.get(name, check.reason)
         if name == "master" and check.state == "running" and url and not _healthy(url):
             detail = "running but not answering /health"

@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Self
 
 from stalwart_master.errors import FieldError, Invalid
 from stalwart_master.expconf import ExperimentConfig
+from stalwart_master.expconf.parse import INVALID_TITLE
 
 STATE_VERSION = 1
 SEED_LIMIT = 2**31
@@ -105,7 +106,7 @@ class Searcher(ABC):
         if found is None:
             raise Invalid(
                 [FieldError("searcher.name", f"{config.searcher.name} is not supported yet")],
-                title="Invalid experiment config",
+                title=INVALID_TITLE,
             )
         return found
 
