@@ -32,9 +32,18 @@ install: $(VENV)/.installed
 
 test-deps: $(VENV)/.test-deps
 
-## make demo: install, start a local cluster (embedded PostgreSQL + Redis, master, Celery worker).
+MASTER_URL = http://127.0.0.1:$(PORT)
+
+## make demo: install, start a local cluster (embedded PostgreSQL + Redis, master, Celery worker,
+## one agent), log in as admin and train the digits example to completion.
 demo: install
 	$(BIN)/stalwart deploy local up --data-dir $(DATA_DIR) --port $(PORT)
+	STALWART_MASTER=$(MASTER_URL) STALWART_PASSWORD="$$(cat $(DATA_DIR)/admin-password)" \
+		$(BIN)/stalwart user login admin
+	STALWART_MASTER=$(MASTER_URL) $(BIN)/stalwart experiment create \
+		examples/digits/const.yaml examples/digits --follow --json > $(DATA_DIR)/demo-experiment.json
+	@STALWART_MASTER=$(MASTER_URL) $(BIN)/python examples/digits/summary.py $(DATA_DIR)/demo-experiment.json \
+		"$$(cat $(DATA_DIR)/admin-password)"
 
 ## make test: install what tests need, lint and type-check, then run the whole suite.
 test: test-deps

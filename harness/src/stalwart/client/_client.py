@@ -487,8 +487,8 @@ class Client:
         """The trial's log lines in order, as they arrive.
 
         ``tail`` starts at the last N lines. With ``follow`` the iterator keeps waiting for new
-        lines and ends only once the trial has stopped running (a trial waiting for slots is not
-        running, so it ends at once). Stopping the iteration early closes the stream.
+        lines while the trial has a live allocation (waiting for slots counts) and ends once it
+        stops: finished, paused or killed. Stopping the iteration early closes the stream.
 
         Example::
 

@@ -238,10 +238,11 @@ class CheckpointOut(BaseModel):
     created_at: dt.datetime
 
 
-def checkpoint_out(checkpoint: Any) -> CheckpointOut:
+def checkpoint_out(checkpoint: Any, experiment_id: int | None = None) -> CheckpointOut:
     return CheckpointOut(
         uuid=checkpoint.uuid,
         trial_id=checkpoint.trial_id,
+        experiment_id=experiment_id,
         allocation_id=checkpoint.allocation_id,
         steps_completed=checkpoint.steps_completed,
         state=checkpoint.state,

@@ -87,12 +87,14 @@ def trial_metrics(
 @router.get("/experiments/{experiment_id}/checkpoints", response_model=list[CheckpointOut])
 def list_checkpoints(experiment_id: ExperimentId, _: CurrentUser, session: SessionDep) -> list[CheckpointOut]:
     experiments_service.get_experiment(session, experiment_id)
-    return [checkpoint_out(c) for c in trials_service.list_checkpoints(session, experiment_id)]
+    return [checkpoint_out(c, experiment_id) for c in trials_service.list_checkpoints(session, experiment_id)]
 
 
 @router.get("/checkpoints/{checkpoint_uuid}", response_model=CheckpointOut)
 def get_checkpoint(checkpoint_uuid: uuid.UUID, session: SessionDep) -> CheckpointOut:
-    return checkpoint_out(trials_service.get_checkpoint(session, checkpoint_uuid))
+    checkpoint = trials_service.get_checkpoint(session, checkpoint_uuid)
+    trial = trials_service.get_trial(session, checkpoint.trial_id)
+    return checkpoint_out(checkpoint, trial.experiment_id)
 
 
 @router.get("/trials/{trial_id}/logs", responses={200: {"content": {"application/x-ndjson": {}}}})
@@ -112,7 +114,7 @@ async def trial_logs(
     def batch(after: int) -> tuple[list[dict[str, Any]], bool]:
         with sessions() as s:
             lines = trials_service.read_logs(s, trial_id, after_id=after)
-            running = bool(allocations_service.live_allocations(s, trial.experiment_id)) and any(
+            running = any(
                 a.trial_id == trial_id for a in allocations_service.live_allocations(s, trial.experiment_id)
             )
             return [
