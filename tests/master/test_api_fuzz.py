@@ -8,8 +8,13 @@ from hypothesis import HealthCheck, given, settings
 
 pytestmark = pytest.mark.integration
 
-# Logout would revoke the token the other cases use; the raw gzip upload has its own tests.
-SKIPPED = {("POST", "/api/v1/auth/logout"), ("POST", "/api/v1/contexts")}
+# Logout would revoke the token the other cases use; the raw gzip upload has its own tests; a
+# followed log stream stays open while its trial waits for slots (by design; see tests/e2e).
+SKIPPED = {
+    ("POST", "/api/v1/auth/logout"),
+    ("POST", "/api/v1/contexts"),
+    ("GET", "/api/v1/trials/{trial_id}/logs"),
+}
 
 
 def test_no_generated_request_gets_a_server_error(app, admin_token: str) -> None:  # type: ignore[no-untyped-def]
