@@ -9,7 +9,6 @@ from __future__ import annotations
 import stat
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,21 +35,6 @@ from stalwart.context import build_context
 from support import SIMPLE_CONFIG, wait_for
 
 CONFIG = SIMPLE_CONFIG.replace("{description}", "made by test_client")
-
-
-@pytest.fixture(autouse=True)
-def _isolated_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each test gets its own token cache and no ambient master or token."""
-    monkeypatch.setenv("STALWART_CONFIG_DIR", str(tmp_path / "config"))
-    monkeypatch.delenv("STALWART_TOKEN", raising=False)
-    monkeypatch.delenv("STALWART_MASTER", raising=False)
-
-
-@pytest.fixture
-def admin(live_master: Any) -> Iterator[Client]:
-    with Client(live_master.url) as client:
-        client.login(live_master.admin_username, live_master.admin_password)
-        yield client
 
 
 @pytest.fixture

@@ -13,8 +13,6 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,20 +24,6 @@ from support import SIMPLE_CONFIG
 
 CONFIG = SIMPLE_CONFIG.replace("{description}", "made by test_client_trials")
 MISSING = 2_000_000_000
-
-
-@pytest.fixture(autouse=True)
-def _isolated_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("STALWART_CONFIG_DIR", str(tmp_path / "config"))
-    monkeypatch.delenv("STALWART_TOKEN", raising=False)
-    monkeypatch.delenv("STALWART_MASTER", raising=False)
-
-
-@pytest.fixture
-def admin(live_master: Any) -> Iterator[Client]:
-    with Client(live_master.url) as client:
-        client.login(live_master.admin_username, live_master.admin_password)
-        yield client
 
 
 def register_agent(master: str, token: str, *, slots: int = 2) -> tuple[str, str]:
