@@ -246,3 +246,33 @@ def test_storage_secrets_are_masked_in_answers(admin) -> None:  # type: ignore[n
     assert storage["secret_key"] == "********" and storage["access_key"] == "AK"
     listed = admin.get("/api/v1/experiments", params={"limit": 1}).json()["items"][0]
     assert "s3cr3t" not in str(listed["config"])
+
+
+@pytest.mark.parametrize("verb", ["pause", "cancel", "kill"])
+def test_stopping_gives_back_slots_of_runs_no_agent_has_started(admin, verb: str) -> None:  # type: ignore[no-untyped-def]
+    from stalwart_master.db.orm import Agent, AllocationSlot, Slot
+
+    experiment = create(admin)
+    agent_id = f"idle-{uuid.uuid4().hex[:8]}"
+    with admin.app_ref.state.sessions.begin() as session:
+        # Its own pool and disabled, so the scheduler leaves this hand-made agent alone.
+        session.add(Agent(id=agent_id, resource_pool=agent_id, enabled=False))
+        session.flush()
+        slot = Slot(agent_id=agent_id, index=0, type="artificial", uuid=agent_id)
+        trial = session.scalars(select(Trial).where(Trial.experiment_id == experiment["id"])).one()
+        session.execute(update(Allocation).where(Allocation.trial_id == trial.id).values(state="TERMINATED"))
+        allocation = Allocation(
+            trial_id=trial.id, run_id=9, resource_pool=agent_id, slots_needed=1, priority=42, state="ASSIGNED"
+        )
+        session.add_all([slot, allocation])
+        session.flush()
+        session.add(AllocationSlot(allocation_id=allocation.id, slot_id=slot.id))
+        allocation_id = allocation.id
+    assert admin.post(f"/api/v1/experiments/{experiment['id']}/{verb}").status_code == 200
+    with admin.app_ref.state.sessions() as session:
+        stopped = session.get(Allocation, allocation_id)
+        assert stopped is not None and stopped.state == "TERMINATED"
+        held = session.scalars(
+            select(AllocationSlot).where(AllocationSlot.allocation_id == allocation_id)
+        ).all()
+        assert [h.released for h in held] == [True]

@@ -83,7 +83,8 @@ def live_allocations(session: Session, experiment_id: int) -> list[Allocation]:
 def stop_experiment_runs(session: Session, experiment: Experiment, *, kill: bool) -> None:
     """Pause/cancel ask running trials to checkpoint and exit; kill stops them now."""
     for allocation in live_allocations(session, experiment.id):
-        if allocation.state == "PENDING":
+        if allocation.state == "PENDING" or (allocation.state == "ASSIGNED" and not allocation.delivered):
+            # Never handed to an agent: nothing runs, so the slots are simply given back.
             _terminate(session, allocation, exit_code=None, reason="stopped before it started")
         elif kill:
             allocation.kill_requested = True
