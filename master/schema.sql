@@ -107,6 +107,14 @@ CREATE TABLE experiments (
     CONSTRAINT pk_experiments PRIMARY KEY (id)
 );
 
+CREATE TABLE log_batches (
+    batch_id uuid NOT NULL,
+    allocation_id uuid NOT NULL,
+    received_at timestamp with time zone NOT NULL DEFAULT now(),
+    CONSTRAINT fk_log_batches_allocation_id_allocations FOREIGN KEY (allocation_id) REFERENCES allocations(id) ON DELETE CASCADE,
+    CONSTRAINT pk_log_batches PRIMARY KEY (batch_id)
+);
+
 CREATE TABLE metric_batches (
     batch_id uuid NOT NULL,
     trial_id integer NOT NULL,
@@ -220,6 +228,8 @@ CREATE INDEX ix_experiments_labels ON experiments USING gin (labels);
 CREATE INDEX ix_experiments_owner_id ON experiments USING btree (owner_id);
 CREATE INDEX ix_experiments_state ON experiments USING btree (state);
 CREATE UNIQUE INDEX pk_experiments ON experiments USING btree (id);
+CREATE INDEX ix_log_batches_allocation_id ON log_batches USING btree (allocation_id);
+CREATE UNIQUE INDEX pk_log_batches ON log_batches USING btree (batch_id);
 CREATE INDEX ix_metric_batches_trial_id ON metric_batches USING btree (trial_id);
 CREATE UNIQUE INDEX pk_metric_batches ON metric_batches USING btree (batch_id);
 CREATE UNIQUE INDEX pk_metrics ON metrics USING btree (id);

@@ -83,3 +83,25 @@ def test_a_trial_token_is_confined_to_its_own_trial(admin, trial_token) -> None:
     }
     assert post(admin, trial_id, token, bad) == 422
     assert post(admin, trial_id, "not-a-token", body) == 401
+
+
+def test_a_retried_log_batch_adds_no_line_twice(admin, trial_token) -> None:  # type: ignore[no-untyped-def]
+    trial_id, _ = trial_token
+    agent_token = admin.post("/api/v1/agents/tokens").json()["token"]
+    with admin.app_ref.state.sessions() as session:
+        allocation_id = session.scalars(
+            select(Allocation.id).where(Allocation.trial_id == trial_id, Allocation.state == "RUNNING")
+        ).one()
+    batch = {
+        "batch_id": str(uuid.uuid4()),
+        "lines": [
+            {"ts": "2026-01-01T00:00:00Z", "rank": 0, "stream": "stdout", "message": f"line {i}"}
+            for i in range(3)
+        ],
+    }
+    headers = {"Authorization": f"Bearer {agent_token}"}
+    for _ in range(2):  # the second POST is the agent retrying after a lost answer
+        response = admin.post(f"/api/v1/allocations/{allocation_id}/logs", json=batch, headers=headers)
+        assert response.status_code == 204, response.text
+    lines = [json.loads(raw) for raw in admin.get(f"/api/v1/trials/{trial_id}/logs").text.splitlines()]
+    assert [line["message"] for line in lines] == ["line 0", "line 1", "line 2"]

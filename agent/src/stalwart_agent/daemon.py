@@ -13,6 +13,7 @@ import os
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -323,8 +324,9 @@ class Agent:
 
     def _report_launch_failure(self, allocation_id: str, reason: str) -> None:
         line = {"ts": rfc3339_now(), "rank": 0, "stream": "stderr", "message": f"stalwart-agent: {reason}"}
+        batch_id = str(uuid.uuid4())
         self.send_report(
-            allocation_id, "the launch error", lambda: self.client.ship_logs(allocation_id, [line])
+            allocation_id, "the launch error", lambda: self.client.ship_logs(allocation_id, [line], batch_id)
         )
         self.send_report(
             allocation_id,
@@ -380,10 +382,11 @@ class _Supervisor:
         self._thread = threading.Thread(target=self._run, name=f"trial-{self.allocation_id}", daemon=True)
 
     def _ship(self, client: MasterClient, lines: list[LogLine]) -> None:
+        batch_id = str(uuid.uuid4())  # the same on every retry, so the master stores the batch once
         self.agent.send_report(
             self.allocation_id,
             f"{len(lines)} log lines",
-            lambda: client.ship_logs(self.allocation_id, lines),
+            lambda: client.ship_logs(self.allocation_id, lines, batch_id),
             max_server_errors=_MAX_LOG_SERVER_ERRORS,
         )
 

@@ -161,10 +161,12 @@ class MasterClient:
         body = {"state": state, "exit_code": exit_code, "reason": reason[:MAX_REASON_CHARS]}
         self._reports.request("POST", f"/api/v1/allocations/{allocation_id}/state", json=body)
 
-    def ship_logs(self, allocation_id: str, lines: Sequence[dict[str, Any]]) -> None:
-        """Send one batch of a trial's output lines, in order."""
+    def ship_logs(self, allocation_id: str, lines: Sequence[dict[str, Any]], batch_id: str) -> None:
+        """Send one batch of a trial's output lines, in order; a retry reuses ``batch_id``."""
         self._reports.request(
-            "POST", f"/api/v1/allocations/{allocation_id}/logs", json={"lines": list(lines)}
+            "POST",
+            f"/api/v1/allocations/{allocation_id}/logs",
+            json={"batch_id": batch_id, "lines": list(lines)},
         )
 
     def close(self) -> None:

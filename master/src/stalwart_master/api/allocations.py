@@ -48,6 +48,7 @@ class LogLineIn(BaseModel):
 class LogsIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    batch_id: UUID | None = None
     lines: list[LogLineIn] = Field(max_length=5000)
 
 
@@ -78,7 +79,7 @@ def ship_logs(allocation_id: AllocationId, body: LogsIn, _: AgentToken, session:
     if allocation is None:
         raise NotFound(f"allocation {allocation_id} not found")
     lines = [trials_service.LogLine(line.ts, line.rank, line.stream, line.message) for line in body.lines]
-    trials_service.append_logs(session, allocation.trial_id, allocation.id, lines)
+    trials_service.append_logs(session, allocation.trial_id, allocation.id, lines, body.batch_id)
     session.commit()
     return Response(status_code=204)
 

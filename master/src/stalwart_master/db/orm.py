@@ -309,6 +309,16 @@ class Checkpoint(Base):
     created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
 
 
+class LogBatch(Base):
+    """Log batch ids already stored, so an agent's retried POST adds no line twice."""
+
+    __tablename__ = "log_batches"
+
+    batch_id: Mapped[UUID] = mapped_column(Uuid, primary_key=True)
+    allocation_id: Mapped[UUID] = mapped_column(ForeignKey("allocations.id", ondelete="CASCADE"), index=True)
+    received_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+
+
 class TrialLog(Base):
     __tablename__ = "trial_logs"
     __table_args__ = (Index("ix_trial_logs_trial_id_id", "trial_id", "id"),)

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from stalwart_master.db.orm import Checkpoint, Experiment, Metric, MetricBatch, Trial, TrialLog
+from stalwart_master.db.orm import Checkpoint, Experiment, LogBatch, Metric, MetricBatch, Trial, TrialLog
 from stalwart_master.errors import Conflict, ErrorList, NotFound
 
 _NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
@@ -185,7 +185,23 @@ class LogLine:
     message: str
 
 
-def append_logs(session: Session, trial_id: int, allocation_id: uuid.UUID, lines: list[LogLine]) -> None:
+def append_logs(
+    session: Session,
+    trial_id: int,
+    allocation_id: uuid.UUID,
+    lines: list[LogLine],
+    batch_id: uuid.UUID | None = None,
+) -> None:
+    """Store a batch of lines in order; a batch id seen before is a retry and adds nothing."""
+    if batch_id is not None:
+        new_batch = session.execute(
+            insert(LogBatch)
+            .values(batch_id=batch_id, allocation_id=allocation_id)
+            .on_conflict_do_nothing()
+            .returning(LogBatch.batch_id)
+        ).scalar()
+        if new_batch is None:
+            return
     if lines:
         session.execute(
             insert(TrialLog),
