@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
-from stalwart_master.api.allocations import CheckpointOut, checkpoint_out
 from stalwart_master.api.deps import CurrentUser, SessionDep, require_token
+from stalwart_master.schemas.allocations import CheckpointOut, checkpoint_out
 from stalwart_master.schemas.common import problem_responses
 from stalwart_master.services import allocations as allocations_service
 from stalwart_master.services import experiments as experiments_service

@@ -7,6 +7,7 @@ takes a session and never commits; the scheduler loop and the routes own the tra
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +25,7 @@ from stalwart_master.db.orm import (
     User,
     utcnow,
 )
-from stalwart_master.errors import Forbidden
+from stalwart_master.errors import Forbidden, NotFound
 from stalwart_master.expconf import ExperimentConfig
 from stalwart_master.scheduler import DEFAULT_PRIORITY, AgentCapacity, Request, Running, SlotRef, plan
 from stalwart_master.searcher import Create, Searcher, make_searcher
@@ -195,10 +196,7 @@ def settle_experiment(session: Session, experiment: Experiment) -> None:
         }[state]
         experiment.ended_at = utcnow()
         return
-    shut_down = bool((experiment.searcher_state or {}).get("shutdown"))
-    searcher = _searcher(experiment) if experiment.searcher_state is not None else None
-    if searcher is not None:
-        shut_down = searcher.is_shut_down
+    shut_down = experiment.searcher_state is not None and _searcher(experiment).is_shut_down
     if shut_down and all(t.state in TERMINAL for t in trials):
         experiment.state = (
             ExperimentState.COMPLETED
@@ -395,6 +393,24 @@ def allocation_for_token(session: Session, token: Token) -> Allocation:
     if allocation is None:
         raise Forbidden("the allocation of this token is gone")
     return allocation
+
+
+def get_allocation(session: Session, allocation_id: uuid.UUID, *, for_update: bool = False) -> Allocation:
+    allocation = session.get(Allocation, allocation_id, with_for_update=for_update)
+    if allocation is None:
+        raise NotFound(f"allocation {allocation_id} not found")
+    return allocation
+
+
+def preemption_requested(session: Session, allocation_id: uuid.UUID) -> bool:
+    """A run that is gone counts as preempted too, so its harness stops polling."""
+    allocation = session.get(Allocation, allocation_id)
+    return bool(allocation and (allocation.preempt_requested or allocation.state == "TERMINATED"))
+
+
+def acknowledge_preemption(allocation: Allocation) -> None:
+    """After this, the run's exit 0 means "paused", not "finished"."""
+    allocation.preempt_acked = True
 
 
 def mark_running(session: Session, allocation: Allocation) -> None:

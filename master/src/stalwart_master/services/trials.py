@@ -46,6 +46,14 @@ def get_trial(session: Session, trial_id: int, *, for_update: bool = False) -> T
     return trial
 
 
+def set_progress(session: Session, trial_id: int, progress: float) -> None:
+    get_trial(session, trial_id, for_update=True).progress = progress
+
+
+def set_searcher_metric(session: Session, trial_id: int, metric: float) -> None:
+    get_trial(session, trial_id, for_update=True).searcher_metric = metric
+
+
 def list_trials(session: Session, experiment_id: int) -> list[Trial]:
     return list(session.scalars(select(Trial).where(Trial.experiment_id == experiment_id).order_by(Trial.id)))
 
