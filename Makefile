@@ -55,6 +55,7 @@ test: test-deps
 bench: $(VENV)/.bench-deps
 	$(BIN)/python bench/harness_overhead.py
 	$(BIN)/python bench/metric_ingestion.py
+	$(BIN)/python bench/checkpoint.py --sizes 1,4
 
 lint: test-deps
 	$(BIN)/ruff check .

@@ -64,6 +64,9 @@ CREATE TABLE checkpoints (
     size bigint NOT NULL,
     parent_uuid uuid,
     created_at timestamp with time zone NOT NULL DEFAULT now(),
+    deleted_at timestamp with time zone,
+    corrupt_reason text,
+    CONSTRAINT ck_checkpoints_state_valid CHECK (((state)::text = ANY ((ARRAY['COMPLETED'::character varying, 'DELETED'::character varying, 'CORRUPTED'::character varying])::text[]))),
     CONSTRAINT fk_checkpoints_allocation_id_allocations FOREIGN KEY (allocation_id) REFERENCES allocations(id) ON DELETE SET NULL,
     CONSTRAINT fk_checkpoints_trial_id_trials FOREIGN KEY (trial_id) REFERENCES trials(id) ON DELETE CASCADE,
     CONSTRAINT pk_checkpoints PRIMARY KEY (uuid)
@@ -107,6 +110,20 @@ CREATE TABLE experiments (
     CONSTRAINT pk_experiments PRIMARY KEY (id)
 );
 
+CREATE TABLE gc_requests (
+    id bigint NOT NULL DEFAULT nextval('gc_requests_id_seq'::regclass),
+    experiment_id integer NOT NULL,
+    checkpoint_uuids uuid[],
+    reason text NOT NULL,
+    attempts integer NOT NULL DEFAULT 0,
+    error text,
+    created_at timestamp with time zone NOT NULL DEFAULT now(),
+    published_at timestamp with time zone,
+    done_at timestamp with time zone,
+    CONSTRAINT fk_gc_requests_experiment_id_experiments FOREIGN KEY (experiment_id) REFERENCES experiments(id) ON DELETE CASCADE,
+    CONSTRAINT pk_gc_requests PRIMARY KEY (id)
+);
+
 CREATE TABLE log_batches (
     batch_id uuid NOT NULL,
     allocation_id uuid NOT NULL,
@@ -134,6 +151,37 @@ CREATE TABLE metrics (
     CONSTRAINT fk_metrics_trial_id_trials FOREIGN KEY (trial_id) REFERENCES trials(id) ON DELETE CASCADE,
     CONSTRAINT pk_metrics PRIMARY KEY (id),
     CONSTRAINT uq_metrics_trial_group_steps_run UNIQUE (trial_id, "group", steps_completed, run_id)
+);
+
+CREATE TABLE model_versions (
+    id integer NOT NULL DEFAULT nextval('model_versions_id_seq'::regclass),
+    model_id integer NOT NULL,
+    version integer NOT NULL,
+    checkpoint_uuid uuid NOT NULL,
+    comment text NOT NULL DEFAULT ''::text,
+    labels text[] NOT NULL DEFAULT '{}'::text[],
+    metadata jsonb NOT NULL DEFAULT '{}'::jsonb,
+    user_id integer NOT NULL,
+    created_at timestamp with time zone NOT NULL DEFAULT now(),
+    CONSTRAINT fk_model_versions_checkpoint_uuid_checkpoints FOREIGN KEY (checkpoint_uuid) REFERENCES checkpoints(uuid),
+    CONSTRAINT fk_model_versions_model_id_models FOREIGN KEY (model_id) REFERENCES models(id) ON DELETE CASCADE,
+    CONSTRAINT fk_model_versions_user_id_users FOREIGN KEY (user_id) REFERENCES users(id),
+    CONSTRAINT pk_model_versions PRIMARY KEY (id),
+    CONSTRAINT uq_model_versions_model_id_version UNIQUE (model_id, version)
+);
+
+CREATE TABLE models (
+    id integer NOT NULL DEFAULT nextval('models_id_seq'::regclass),
+    name character varying(255) NOT NULL,
+    description text NOT NULL DEFAULT ''::text,
+    labels text[] NOT NULL DEFAULT '{}'::text[],
+    metadata jsonb NOT NULL DEFAULT '{}'::jsonb,
+    user_id integer NOT NULL,
+    created_at timestamp with time zone NOT NULL DEFAULT now(),
+    updated_at timestamp with time zone NOT NULL DEFAULT now(),
+    CONSTRAINT fk_models_user_id_users FOREIGN KEY (user_id) REFERENCES users(id),
+    CONSTRAINT pk_models PRIMARY KEY (id),
+    CONSTRAINT uq_models_name UNIQUE (name)
 );
 
 CREATE TABLE slots (
@@ -194,6 +242,7 @@ CREATE TABLE trials (
     end_reason text NOT NULL DEFAULT ''::text,
     created_at timestamp with time zone NOT NULL DEFAULT now(),
     ended_at timestamp with time zone,
+    warm_start_checkpoint uuid,
     CONSTRAINT ck_trials_state_valid CHECK (((state)::text = ANY ((ARRAY['ACTIVE'::character varying, 'PAUSED'::character varying, 'STOPPING_CANCELED'::character varying, 'STOPPING_KILLED'::character varying, 'STOPPING_COMPLETED'::character varying, 'STOPPING_ERROR'::character varying, 'COMPLETED'::character varying, 'CANCELED'::character varying, 'ERROR'::character varying])::text[]))),
     CONSTRAINT fk_trials_experiment_id_experiments FOREIGN KEY (experiment_id) REFERENCES experiments(id) ON DELETE CASCADE,
     CONSTRAINT pk_trials PRIMARY KEY (id),
@@ -219,7 +268,7 @@ CREATE INDEX ix_allocations_agent_id ON allocations USING btree (agent_id);
 CREATE INDEX ix_allocations_state ON allocations USING btree (state);
 CREATE INDEX ix_allocations_trial_id ON allocations USING btree (trial_id);
 CREATE UNIQUE INDEX pk_allocations ON allocations USING btree (id);
-CREATE INDEX ix_checkpoints_trial_id ON checkpoints USING btree (trial_id);
+CREATE INDEX ix_checkpoints_trial_id_steps_completed ON checkpoints USING btree (trial_id, steps_completed);
 CREATE UNIQUE INDEX pk_checkpoints ON checkpoints USING btree (uuid);
 CREATE UNIQUE INDEX pk_cluster ON cluster USING btree (id);
 CREATE UNIQUE INDEX pk_contexts ON contexts USING btree (sha256);
@@ -228,12 +277,22 @@ CREATE INDEX ix_experiments_labels ON experiments USING gin (labels);
 CREATE INDEX ix_experiments_owner_id ON experiments USING btree (owner_id);
 CREATE INDEX ix_experiments_state ON experiments USING btree (state);
 CREATE UNIQUE INDEX pk_experiments ON experiments USING btree (id);
+CREATE INDEX ix_gc_requests_experiment_id ON gc_requests USING btree (experiment_id);
+CREATE INDEX ix_gc_requests_pending ON gc_requests USING btree (id) WHERE (done_at IS NULL);
+CREATE UNIQUE INDEX pk_gc_requests ON gc_requests USING btree (id);
 CREATE INDEX ix_log_batches_allocation_id ON log_batches USING btree (allocation_id);
 CREATE UNIQUE INDEX pk_log_batches ON log_batches USING btree (batch_id);
 CREATE INDEX ix_metric_batches_trial_id ON metric_batches USING btree (trial_id);
 CREATE UNIQUE INDEX pk_metric_batches ON metric_batches USING btree (batch_id);
 CREATE UNIQUE INDEX pk_metrics ON metrics USING btree (id);
 CREATE UNIQUE INDEX uq_metrics_trial_group_steps_run ON metrics USING btree (trial_id, "group", steps_completed, run_id);
+CREATE INDEX ix_model_versions_checkpoint_uuid ON model_versions USING btree (checkpoint_uuid);
+CREATE INDEX ix_model_versions_user_id ON model_versions USING btree (user_id);
+CREATE UNIQUE INDEX pk_model_versions ON model_versions USING btree (id);
+CREATE UNIQUE INDEX uq_model_versions_model_id_version ON model_versions USING btree (model_id, version);
+CREATE INDEX ix_models_user_id ON models USING btree (user_id);
+CREATE UNIQUE INDEX pk_models ON models USING btree (id);
+CREATE UNIQUE INDEX uq_models_name ON models USING btree (name);
 CREATE INDEX ix_slots_agent_id ON slots USING btree (agent_id);
 CREATE UNIQUE INDEX pk_slots ON slots USING btree (id);
 CREATE UNIQUE INDEX uq_slots_agent_id_index ON slots USING btree (agent_id, index);
@@ -245,6 +304,7 @@ CREATE INDEX ix_trial_logs_trial_id_id ON trial_logs USING btree (trial_id, id);
 CREATE UNIQUE INDEX pk_trial_logs ON trial_logs USING btree (id);
 CREATE INDEX ix_trials_experiment_id ON trials USING btree (experiment_id);
 CREATE INDEX ix_trials_state ON trials USING btree (state);
+CREATE INDEX ix_trials_warm_start_checkpoint ON trials USING btree (warm_start_checkpoint);
 CREATE UNIQUE INDEX pk_trials ON trials USING btree (id);
 CREATE UNIQUE INDEX uq_trials_experiment_id_request_id ON trials USING btree (experiment_id, request_id);
 CREATE UNIQUE INDEX pk_users ON users USING btree (id);

@@ -10,16 +10,29 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import sys
 import tempfile
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import httpx
 import psycopg
 import pytest
 import redis as redis_lib
 
-from support import ManagedProcess, drop_database, free_port, recreate_database, start_master, start_worker
+from support import (
+    ManagedProcess,
+    drop_database,
+    free_port,
+    recreate_database,
+    spawn,
+    start_master,
+    start_worker,
+    wait_for,
+)
 
 ADMIN_PASSWORD = "test-admin-password"
 SYSTEM_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -203,3 +216,69 @@ def live_master(database_url: str, celery_worker: ManagedProcess) -> Iterator[Li
 def port_is_free(port: int) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+@dataclass
+class S3Server:
+    """A moto S3 server answering real HTTP; tests make a fresh bucket each so they never collide."""
+
+    endpoint_url: str
+    access_key: str = "stalwart-test"
+    secret_key: str = "stalwart-test-secret"
+    _client: Any = None
+
+    def client(self) -> Any:
+        """A plain boto3 client on the server, to look behind a backend's back."""
+        if self._client is None:
+            import boto3
+
+            self._client = boto3.session.Session().client(
+                "s3",
+                endpoint_url=self.endpoint_url,
+                aws_access_key_id=self.access_key,
+                aws_secret_access_key=self.secret_key,
+                region_name="us-east-1",
+            )
+        return self._client
+
+    def new_bucket(self) -> str:
+        name = f"stalwart-test-{uuid.uuid4().hex[:16]}"
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    def storage_config(self, bucket: str, prefix: str | None = None) -> dict[str, Any]:
+        """A ``checkpoint_storage`` section pointing at ``bucket`` on this server."""
+        return {
+            "type": "s3",
+            "bucket": bucket,
+            "prefix": prefix,
+            "endpoint_url": self.endpoint_url,
+            "access_key": self.access_key,
+            "secret_key": self.secret_key,
+        }
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """This worker's own moto server (``python -m moto.server``) in a subprocess, stopped at the end."""
+    port = free_port()
+    log_file = tmp_path_factory.mktemp("moto") / "moto.log"
+    server = spawn([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], log_file)
+    endpoint_url = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        if not server.alive():
+            raise RuntimeError(f"moto exited with {server.process.returncode}:\n{server.log_tail()}")
+        try:
+            return httpx.get(endpoint_url, timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for(answers, 60, f"the moto S3 server on port {port}")
+        s3 = S3Server(endpoint_url)
+        yield s3
+        if s3._client is not None:
+            s3._client.close()
+    finally:
+        server.stop()

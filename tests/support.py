@@ -156,3 +156,43 @@ searcher:
   metric: validation_loss
   smaller_is_better: true
 """
+
+
+def start_trial_run(database_url: str, trial_id: int) -> tuple[str, str]:
+    """Stand in for an agent: give the trial a RUNNING allocation; returns (allocation id, its token)."""
+    from sqlalchemy import create_engine, select, update
+    from sqlalchemy.orm import Session
+
+    from stalwart_master.db.orm import Allocation, Experiment, Token, Trial, User
+    from stalwart_master.services import users as users_service
+
+    engine = create_engine(database_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        with Session(engine) as session, session.begin():
+            trial = session.get(Trial, trial_id, with_for_update=True)
+            assert trial is not None, f"trial {trial_id} not found"
+            experiment = session.get(Experiment, trial.experiment_id)
+            assert experiment is not None
+            trial.run_id += 1
+            allocation = Allocation(
+                trial_id=trial.id,
+                run_id=trial.run_id,
+                resource_pool="test-no-agents",
+                slots_needed=0,
+                priority=42,
+                state="RUNNING",
+                delivered=True,
+            )
+            session.add(allocation)
+            session.flush()
+            owner = session.scalar(select(User).where(User.id == experiment.owner_id))
+            assert owner is not None
+            secret = users_service.issue_token(session, owner, 1, kind="allocation")
+            session.execute(
+                update(Token)
+                .where(Token.token_hash == users_service.hash_token(secret))
+                .values(allocation_id=allocation.id)
+            )
+            return str(allocation.id), secret
+    finally:
+        engine.dispose()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import tarfile
@@ -15,6 +14,7 @@ import httpx
 import psutil
 import pytest
 
+from stalwart.checkpoint import open_storage, verify_checkpoint
 from stalwart.context import build_context
 
 from support import ManagedProcess, wait_for
@@ -107,11 +107,8 @@ def test_the_digits_example_completes_with_metrics_and_a_verified_checkpoint(
     assert steps == sorted(steps) and len(steps) == len(set(steps))
 
     checkpoint = admin_api.get(f"/api/v1/checkpoints/{trial['latest_checkpoint']}").json()
-    storage = checkpoint["storage"]
-    directory = Path(storage["host_path"]) / (storage.get("storage_path") or "") / checkpoint["uuid"]
-    for entry in checkpoint["manifest"]["files"]:
-        data = (directory / entry["path"]).read_bytes()
-        assert len(data) == entry["size"] and hashlib.sha256(data).hexdigest() == entry["sha256"]
+    # Every chunk re-read from storage and checked against the digests in the master's manifest.
+    verify_checkpoint(open_storage(checkpoint["storage"]), checkpoint["manifest"])
 
 
 def test_a_grid_of_four_on_two_slots_never_runs_more_than_two_at_once(

@@ -119,23 +119,26 @@ def test_a_checkpoint_is_registered_only_after_its_manifest_exists(tmp_path: Pat
     parent = str(uuid_lib.uuid4())
 
     def master(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/api/v1/allocations/a-1/checkpoints"
         body = json.loads(request.content)
-        # The manifest must already be on disk when the master hears of the checkpoint.
-        assert (tmp_path / "ckpts" / body["uuid"] / "stalwart-manifest.json").is_file()
+        # The manifest must already be committed when the master hears of the checkpoint.
+        assert (tmp_path / "ckpts" / "manifests" / f"{body['uuid']}.json").is_file()
         registered.append(body)
         return httpx.Response(201, json=body)
 
     checkpoints = _checkpoints(tmp_path, master, parent)
     with checkpoints.store_path({"steps_completed": 40, "epoch": 2}) as (path, uuid):
         (path / "model.pt").write_bytes(b"weights")
-    assert path == tmp_path / "ckpts" / uuid
     (body,) = registered
     assert body["uuid"] == uuid and body["trial_id"] == 7 and body["allocation_id"] == "a-1"
     assert body["steps_completed"] == 40 and body["parent_uuid"] == parent
     assert body["metadata"] == {"steps_completed": 40, "epoch": 2}
     assert body["storage"] == {"type": "shared_fs", "host_path": str(tmp_path), "storage_path": "ckpts"}
-    files = {entry["path"]: entry for entry in body["manifest"]["files"]}  # type: ignore[index]
+    manifest = body["manifest"]
+    assert isinstance(manifest, dict) and manifest["uuid"] == uuid and manifest["kind"] == "directory"
+    files = {entry["path"]: entry for entry in manifest["files"]}
     assert set(files) == {"metadata.json", "model.pt"} and files["model.pt"]["size"] == 7
+    checkpoints.close()
 
 
 def test_an_exception_inside_store_path_registers_nothing(tmp_path: Path) -> None:
@@ -150,7 +153,8 @@ def test_an_exception_inside_store_path_registers_nothing(tmp_path: Path) -> Non
         (path / "half").write_bytes(b"x")
         raise KeyboardInterrupt
     assert calls == []
-    assert list((tmp_path / "ckpts").iterdir()) == []
+    assert not list(tmp_path.glob("ckpts/manifests/*"))
+    checkpoints.close()
 
 
 def test_restore_verifies_against_the_masters_manifest(tmp_path: Path) -> None:
@@ -165,16 +169,25 @@ def test_restore_verifies_against_the_masters_manifest(tmp_path: Path) -> None:
         return httpx.Response(200, json=records[uuid]) if uuid in records else httpx.Response(404)
 
     checkpoints = _checkpoints(tmp_path, master)
-    with checkpoints.store_path({"steps_completed": 3}) as (path, uuid):
+    with checkpoints.store_path({"steps_completed": 3}) as (path, good):
         (path / "model.pt").write_bytes(b"good weights")
-    with checkpoints.restore_path(uuid) as restored:
+    with checkpoints.store_path({"steps_completed": 4}) as (path, evil):
+        (path / "model.pt").write_bytes(b"evil weights")
+    with checkpoints.restore_path(good) as restored:
         assert (restored / "model.pt").read_bytes() == b"good weights"
-    assert checkpoints.get_metadata(uuid) == {"steps_completed": 3}
-    # Rewriting the file and the manifest beside it does not fool a restore: the master's copy rules.
-    (path / "model.pt").write_bytes(b"evil weights")
-    (path / "stalwart-manifest.json").unlink()
-    with pytest.raises(CheckpointCorrupted, match=r"model\.pt"), checkpoints.restore_path(uuid):
+    assert checkpoints.get_metadata(good) == {"steps_completed": 3}
+    # Pointing the stored manifest at other chunks does not fool a restore: the master's copy rules.
+    manifests = tmp_path / "ckpts" / "manifests"
+    evil_manifest = json.loads((manifests / f"{evil}.json").read_text())
+    (manifests / f"{good}.json").write_text(json.dumps({**evil_manifest, "uuid": good}))
+    with checkpoints.restore_path(good) as restored:
+        assert (restored / "model.pt").read_bytes() == b"good weights"
+    files = records[good]["manifest"]["files"]  # type: ignore[index]
+    digest = next(entry for entry in files if entry["path"] == "model.pt")["chunks"][0]["digest"]
+    (tmp_path / "ckpts" / "chunks" / digest[:2] / digest).write_bytes(b"evil weights")
+    with pytest.raises(CheckpointCorrupted, match=r"model\.pt"), checkpoints.restore_path(good):
         pass
+    checkpoints.close()
 
 
 def _searcher(info: dict[str, object], completed: list[dict[str, object]]) -> SearcherContext:

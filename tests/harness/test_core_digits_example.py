@@ -1,4 +1,4 @@
-"""The digits example trains off-cluster (no master) and resumes from its own checkpoint."""
+"""The digits example (stalwart.pytorch.Trainer) trains off-cluster and resumes from its own checkpoint."""
 
 from __future__ import annotations
 
@@ -29,26 +29,38 @@ def _train(tmp_path: Path, hparams: dict[str, object], latest: str = "") -> subp
     )
 
 
+def _checkpoints(tmp_path: Path) -> list[dict[str, object]]:
+    manifests = (tmp_path / "local" / "checkpoints" / "manifests").glob("*.json")
+    return sorted((json.loads(m.read_text()) for m in manifests), key=lambda m: m["steps_completed"])
+
+
 def test_digits_example_trains_off_cluster_and_resumes_from_its_checkpoint(tmp_path: Path) -> None:
-    first = _train(tmp_path, {"epochs": 10, "checkpoint_every": 5})
+    first = _train(tmp_path, {"epochs": 15})  # the const config's length
     assert first.returncode == 0, first.stderr
     accuracy = float(re.findall(r"final validation accuracy: ([0-9.]+)", first.stderr)[-1])
-    assert accuracy > 0.9
+    assert accuracy >= 0.95
     (metrics_file,) = (tmp_path / "local").glob("run-*/metrics.jsonl")
     rows = [json.loads(line) for line in metrics_file.read_text().splitlines()]
     validation = [row for row in rows if row["group"] == "validation"]
-    assert len(validation) == 10 and all("validation_accuracy" in row["values"] for row in validation)
-    assert any(row["group"] == "training" for row in rows)
-    checkpoints = sorted(
-        (json.loads((d / "metadata.json").read_text())["steps_completed"], d.name)
-        for d in (tmp_path / "local" / "checkpoints").iterdir()
-        if (d / "stalwart-manifest.json").is_file()
-    )
-    assert [steps for steps, _ in checkpoints] == [225, 450]  # epochs 5 and 10, 45 batches each
-    latest = checkpoints[-1][1]
+    # Off-cluster the Trainer validates every epoch (45 batches of 32 images).
+    assert [row["steps_completed"] for row in validation] == [45 * e for e in range(1, 16)]
+    assert all("validation_accuracy" in row["values"] for row in validation)
+    training = [row["steps_completed"] for row in rows if row["group"] == "training"]
+    assert training[:3] == [10, 20, 30]  # report_every: 10
+    checkpoints = _checkpoints(tmp_path)
+    assert all(c["kind"] == "state" for c in checkpoints)
+    # Policy "best": a checkpoint after each validation that beat the best so far, and one at the end.
+    best, expected = -1.0, []
+    for row in validation:
+        if row["values"]["validation_accuracy"] > best:
+            best = row["values"]["validation_accuracy"]
+            expected.append(row["steps_completed"])
+    assert [c["steps_completed"] for c in checkpoints] == sorted({*expected, 675})
+    latest = checkpoints[-1]["uuid"]
 
-    second = _train(tmp_path, {"epochs": 11, "checkpoint_every": 5}, latest=latest)
+    second = _train(tmp_path, {"epochs": 16}, latest=str(latest))
     assert second.returncode == 0, second.stderr
-    assert f"restored checkpoint {latest} at step 450 (epoch 10)" in second.stderr
-    assert "validation after 495 steps" in second.stderr
-    assert "validation after 450 steps" not in second.stderr  # nothing trained twice
+    assert f"resumed from checkpoint {latest} at batch 675 (epoch 15 + 0 batches)" in second.stderr
+    assert "validation after 720 steps" in second.stderr
+    assert "validation after 675 steps" not in second.stderr  # nothing trained twice
+    assert _checkpoints(tmp_path)[-1]["parent_uuid"] == latest

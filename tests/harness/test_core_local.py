@@ -1,4 +1,4 @@
-"""Off-cluster Core API end to end: metrics file, checkpoints committed by a manifest written last."""
+"""Off-cluster Core API end to end: metrics file, checkpoints in the local chunk store."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import json
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import stalwart.core
-from stalwart.core import _checkpoint
 
 pytestmark = pytest.mark.unit
 
@@ -88,76 +88,59 @@ def test_report_metrics_refuses_a_group_with_a_dot_and_progress_outside_0_1(off_
             core_context.train.report_progress(1.5)
 
 
+def _manifest(root: Path, uuid: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((root / "checkpoints" / "manifests" / f"{uuid}.json").read_text())
+    return data
+
+
+def _chunk_file(root: Path, manifest: dict[str, Any], path: str) -> Path:
+    (entry,) = [entry for entry in manifest["files"] if entry["path"] == path]
+    digest = entry["chunks"][0]["digest"]
+    return root / "checkpoints" / "chunks" / digest[:2] / digest
+
+
 def test_store_path_commits_with_a_manifest_and_restore_verifies_it(off_cluster: Path) -> None:
     with stalwart.core.init() as core_context:
         with core_context.checkpoint.store_path({"steps_completed": 7, "note": "x"}) as (path, uuid):
             (path / "weights.bin").write_bytes(b"\x00\x01" * 1000)
             (path / "sub").mkdir()
             (path / "sub" / "opt.json").write_text("{}")
-        manifest = json.loads((path / _checkpoint.MANIFEST).read_text())
-        assert manifest["steps_completed"] == 7
+        assert not path.exists()  # the staging directory is gone once the files are chunked
+        manifest = _manifest(off_cluster, uuid)
+        assert manifest["steps_completed"] == 7 and manifest["kind"] == "directory"
+        assert manifest["metadata"] == {"steps_completed": 7, "note": "x"}
         assert sorted(entry["path"] for entry in manifest["files"]) == [
             "metadata.json",
             "sub/opt.json",
             "weights.bin",
         ]
-        assert json.loads((path / "metadata.json").read_text()) == {"steps_completed": 7, "note": "x"}
         with core_context.checkpoint.restore_path(uuid) as restored:
             assert (restored / "weights.bin").read_bytes() == b"\x00\x01" * 1000
+            assert json.loads((restored / "metadata.json").read_text()) == {"steps_completed": 7, "note": "x"}
+        assert not restored.exists()
         assert core_context.checkpoint.get_metadata(uuid)["steps_completed"] == 7
-    assert path.parent == off_cluster / "checkpoints"
-
-
-def test_manifest_is_renamed_into_place_after_every_file_is_written_and_fsynced(
-    off_cluster: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    events: list[str] = []
-    real_replace, real_fsync = os.replace, os.fsync
-
-    def replace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
-        directory = Path(dst).parent
-        events.append("rename:" + ",".join(sorted(p.name for p in directory.iterdir())))
-        real_replace(src, dst)
-
-    def fsync(fd: int) -> None:
-        target = os.readlink(f"/proc/self/fd/{fd}") if os.path.exists("/proc/self/fd") else str(fd)
-        events.append("fsync:" + Path(target).name)
-        real_fsync(fd)
-
-    monkeypatch.setattr(_checkpoint.os, "replace", replace)
-    monkeypatch.setattr(_checkpoint.os, "fsync", fsync)
-    with (
-        stalwart.core.init() as core_context,
-        core_context.checkpoint.store_path({"steps_completed": 1}) as (path, _uuid),
-    ):
-        (path / "a.bin").write_bytes(b"a")
-    rename = next(i for i, event in enumerate(events) if event.startswith("rename:"))
-    assert events[rename] == f"rename:a.bin,metadata.json,{_checkpoint.MANIFEST}.tmp"
-    before = events[:rename]
-    assert "fsync:a.bin" in before and "fsync:metadata.json" in before
-    assert f"fsync:{_checkpoint.MANIFEST}.tmp" in before
-    assert events[-1] == f"fsync:{path.name}"  # the directory entry itself is durable at the end
 
 
 def test_restore_detects_a_flipped_byte_and_names_the_file(off_cluster: Path) -> None:
     with stalwart.core.init() as core_context:
         with core_context.checkpoint.store_path({"steps_completed": 3}) as (path, uuid):
             (path / "model.pt").write_bytes(bytes(range(256)) * 4)
-        data = bytearray((path / "model.pt").read_bytes())
+        chunk = _chunk_file(off_cluster, _manifest(off_cluster, uuid), "model.pt")
+        data = bytearray(chunk.read_bytes())
         data[100] ^= 0x01
-        (path / "model.pt").write_bytes(bytes(data))
+        chunk.write_bytes(bytes(data))
         with (
-            pytest.raises(stalwart.core.CheckpointCorrupted, match=r"'model\.pt'"),
+            pytest.raises(stalwart.core.CheckpointCorrupted, match=r"'model\.pt' chunk 0"),
             core_context.checkpoint.restore_path(uuid),
         ):
             pytest.fail("restore_path yielded a corrupted checkpoint")
 
 
-def test_restore_detects_a_missing_file(off_cluster: Path) -> None:
+def test_restore_detects_a_missing_chunk(off_cluster: Path) -> None:
     with stalwart.core.init() as core_context:
         with core_context.checkpoint.store_path({"steps_completed": 3}) as (path, uuid):
             (path / "model.pt").write_bytes(b"weights")
-        (path / "model.pt").unlink()
+        _chunk_file(off_cluster, _manifest(off_cluster, uuid), "model.pt").unlink()
         with (
             pytest.raises(stalwart.core.CheckpointCorrupted, match="missing"),
             core_context.checkpoint.restore_path(uuid),
@@ -174,15 +157,16 @@ def test_exception_inside_store_path_leaves_no_checkpoint(off_cluster: Path) -> 
             (path / "half.bin").write_bytes(b"half")
             raise RuntimeError("disk on fire")
         assert not path.exists()
+        assert not list((off_cluster / "checkpoints").glob("manifests/*.json"))
         with pytest.raises(stalwart.core.CheckpointNotFound), core_context.checkpoint.restore_path(uuid):
             pass
 
 
-def test_a_directory_without_manifest_is_not_a_checkpoint(off_cluster: Path) -> None:
+def test_chunks_without_a_manifest_are_not_a_checkpoint(off_cluster: Path) -> None:
     with stalwart.core.init() as core_context:
         with core_context.checkpoint.store_path({"steps_completed": 2}) as (path, uuid):
             (path / "x").write_text("x")
-        (path / _checkpoint.MANIFEST).unlink()
+        (off_cluster / "checkpoints" / "manifests" / f"{uuid}.json").unlink()
         with (
             pytest.raises(stalwart.core.CheckpointNotFound, match="never committed"),
             core_context.checkpoint.restore_path(uuid),
@@ -243,7 +227,7 @@ def test_non_chief_ranks_report_nothing(off_cluster: Path) -> None:
 def test_checkpoint_storage_argument_overrides_the_local_directory(off_cluster: Path, tmp_path: Path) -> None:
     with stalwart.core.init(checkpoint_storage=tmp_path / "mine") as core_context:
         core_context.train.report_training_metrics(steps_completed=1, metrics={"loss": 1.0})
-        with core_context.checkpoint.store_path({"steps_completed": 1}) as (path, _uuid):
+        with core_context.checkpoint.store_path({"steps_completed": 1}) as (_path, uuid):
             pass
-    assert path.parent == tmp_path / "mine" / "checkpoints"
+    assert (tmp_path / "mine" / "checkpoints" / "manifests" / f"{uuid}.json").is_file()
     assert list((tmp_path / "mine").glob("run-*/metrics.jsonl"))

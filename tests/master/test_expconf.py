@@ -299,6 +299,25 @@ def test_size_strings_and_bare_max_length() -> None:
     assert parse_experiment_config(text).data["searcher"]["max_length"] == {"batches": 100}
 
 
+def test_checkpoint_period_in_minutes_is_optional_and_must_be_positive() -> None:
+    assert parse_experiment_config(MINIMAL).data["checkpoint_period"] is None
+    data = parse_experiment_config(MINIMAL + "checkpoint_period: {minutes: 30}\n").data
+    assert data["checkpoint_period"] == {"minutes": 30.0}
+    assert parse_experiment_config(MINIMAL + "checkpoint_period: {minutes: 0.25}\n").data[
+        "checkpoint_period"
+    ] == {"minutes": 0.25}
+    assert errors_of(MINIMAL + "checkpoint_period: {minutes: 0}\n") == [
+        ("checkpoint_period.minutes", "must be greater than 0")
+    ]
+    assert [p for p, _ in errors_of(MINIMAL + "checkpoint_period: {minutes: '5'}\n")] == [
+        "checkpoint_period.minutes"
+    ]
+    assert [p for p, _ in errors_of(MINIMAL + "checkpoint_period: {batches: 5}\n")] == [
+        "checkpoint_period.minutes",
+        "checkpoint_period.batches",
+    ]
+
+
 def test_dates_stay_text() -> None:
     data = parse_experiment_config(MINIMAL + "data: {since: 2024-01-31}\n").data
     assert data["data"] == {"since": "2024-01-31"}
@@ -450,3 +469,17 @@ def test_json_schema_describes_the_config() -> None:
     json.dumps(schema)
     schema["properties"].clear()  # callers get their own copy
     assert experiment_config_json_schema()["properties"]
+
+
+def test_checkpoint_storage_compression_and_chunk_size() -> None:
+    storage = "checkpoint_storage: {{type: shared_fs, host_path: /mnt/ckpt{extra}}}\n"
+    data = parse_experiment_config(MINIMAL + storage.format(extra="")).data["checkpoint_storage"]
+    assert (data["compression"], data["chunk_size"]) == ("none", 8 * 2**20)
+    tuned = storage.format(extra=", compression: zstd, chunk_size: 65536")
+    data = parse_experiment_config(MINIMAL + tuned).data["checkpoint_storage"]
+    assert (data["compression"], data["chunk_size"]) == ("zstd", 65536)
+    bad = storage.format(extra=", compression: gzip, chunk_size: 65535")
+    assert [path for path, _ in errors_of(MINIMAL + bad)] == [
+        "checkpoint_storage.compression",
+        "checkpoint_storage.chunk_size",
+    ]

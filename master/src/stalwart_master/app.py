@@ -20,8 +20,10 @@ from stalwart_master.api import (
     auth,
     contexts,
     experiments,
+    lineage,
     master,
     metrics,
+    models,
     openapi,
     problems,
     trials,
@@ -29,6 +31,7 @@ from stalwart_master.api import (
 from stalwart_master.db.migrate import upgrade
 from stalwart_master.db.orm import Cluster
 from stalwart_master.db.session import get_engine
+from stalwart_master.jobs import gc as gc_jobs
 from stalwart_master.scheduler.loop import SchedulerThread
 from stalwart_master.services import users as users_service
 from stalwart_master.settings import Settings, get_settings
@@ -74,6 +77,12 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
             sessions,
             settings.scheduler_tick_seconds,
             dt.timedelta(seconds=settings.agent_reconnect_wait_seconds),
+            chores=[
+                (
+                    settings.gc.republish_interval_seconds,
+                    lambda: gc_jobs.republish_pending(sessions, settings),
+                )
+            ],
         )
         app.state.scheduler = scheduler
         scheduler.start()
@@ -90,11 +99,12 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     )
     app.state.settings = settings
     app.state.sessions = sessions
+    gc_jobs.install_outbox()
     problems.install(app)
     metrics.install(app)
     for module in (master, auth):
         app.include_router(module.public)
-    for module in (master, auth, contexts, experiments, trials, agents, allocations):
+    for module in (master, auth, contexts, experiments, trials, agents, allocations, models, lineage):
         app.include_router(module.router)
     openapi.install(app, PUBLIC_ROUTES)
     return app

@@ -36,6 +36,27 @@ class RedisSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STALWART_REDIS_")
 
     url: str = "redis://127.0.0.1:6379/0"
+    # A task not acknowledged this long after delivery (its worker died) is delivered again.
+    visibility_timeout_seconds: float = Field(default=3600.0, gt=0)
+
+
+class GCSettings(BaseSettings):
+    """Checkpoint garbage collection (``STALWART_GC_*``; ``STALWART_GC__*`` works too)."""
+
+    model_config = SettingsConfigDict(env_prefix="STALWART_GC_")
+
+    # Unreferenced chunks younger than this survive a sweep: a save in flight may still need them.
+    chunk_grace_seconds: float = Field(default=600.0, ge=0)
+    # How often the master looks for GC requests the broker never got (e.g. Redis was down).
+    republish_interval_seconds: float = Field(default=5.0, gt=0)
+    # A published request still not done after this long is published again (the message was lost).
+    republish_after_seconds: float = Field(default=900.0, gt=0)
+    # A delivery that finds another GC of the same experiment running tries again this much later.
+    busy_retry_seconds: float = Field(default=5.0, gt=0)
+    # Done requests are forgotten after this many days.
+    keep_done_days: float = Field(default=7.0, gt=0)
+    # Tests only: sleep between deleting manifests and marking checkpoints DELETED.
+    test_pause_seconds: float = Field(default=0.0, ge=0)
 
 
 class AuthSettings(BaseSettings):
@@ -57,7 +78,8 @@ class LimitSettings(BaseSettings):
 class Settings(BaseSettings):
     """Everything the master reads from its environment."""
 
-    model_config = SettingsConfigDict(env_prefix="STALWART_")
+    # "__" also reaches nested sections, e.g. STALWART_GC__CHUNK_GRACE_SECONDS.
+    model_config = SettingsConfigDict(env_prefix="STALWART_", env_nested_delimiter="__")
 
     environment: Literal["development", "production"] = "development"
     data_dir: Path = Path("~/.stalwart")
@@ -70,6 +92,7 @@ class Settings(BaseSettings):
     experiment_defaults: dict[str, Any] = Field(default_factory=dict)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
+    gc: GCSettings = Field(default_factory=GCSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
 

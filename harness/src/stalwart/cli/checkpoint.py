@@ -1,13 +1,21 @@
 """``stalwart checkpoint`` (alias ``c``): the checkpoints trials registered."""
 
+import enum
 import json
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
+from stalwart.cli._errors import CliError
 from stalwart.cli._shared import JsonOption, client, fmt_size, fmt_time, print_fields, print_json, print_table
 
 app = typer.Typer(help="List and inspect checkpoints.", no_args_is_help=True)
+
+
+class DownloadFormat(enum.StrEnum):
+    files = "files"
+    safetensors = "safetensors"
 
 
 @app.command("list")
@@ -61,6 +69,10 @@ def describe(
             "Steps": ckpt.steps_completed,
             "State": ckpt.state,
             "Size": fmt_size(ckpt.size),
+            "Stored": "" if ckpt.stored_size is None else fmt_size(ckpt.stored_size),
+            "Searcher metric": ckpt.searcher_metric,
+            "Model versions": ", ".join(ckpt.model_versions),
+            "Deleted": fmt_time(ckpt.deleted_at),
             "Parent": ckpt.parent_uuid,
             "Allocation": ckpt.allocation_id,
             "Storage": json.dumps(dict(ckpt.storage), sort_keys=True),
@@ -71,3 +83,148 @@ def describe(
     if ckpt.files:
         typer.echo()
         print_table(["File", "Size", "SHA-256"], ([f.path, fmt_size(f.size), f.sha256] for f in ckpt.files))
+
+
+@app.command()
+def lineage(
+    ctx: typer.Context,
+    checkpoint_uuid: Annotated[
+        str, typer.Argument(metavar="UUID", help="Checkpoint UUID.", show_default=False)
+    ],
+    as_json: JsonOption = False,
+) -> None:
+    """Show where a checkpoint came from: its parent chain, then the experiments and trials involved."""
+    found = client(ctx).checkpoint_lineage(checkpoint_uuid)
+    if as_json:
+        print_json(found.raw)
+        return
+    experiment_of = {t.id: t.experiment_id for t in found.trials}
+    chain = [found.checkpoint, *found.chain]
+    rows = [
+        [
+            # A tree drawn down the first column: each row is the parent of the row above.
+            ckpt.uuid if depth == 0 else f"{'  ' * (depth - 1)}└ {ckpt.uuid}",
+            experiment_of.get(ckpt.trial_id, ""),
+            ckpt.trial_id,
+            ckpt.steps_completed,
+            ckpt.state,
+            fmt_time(ckpt.created_at),
+        ]
+        for depth, ckpt in enumerate(chain)
+    ]
+    if found.missing_parent:
+        rows.append([f"{'  ' * (len(chain) - 1)}└ {found.missing_parent}", "", "", "", "unknown", ""])
+    print_table(["Checkpoint", "Experiment", "Trial", "Steps", "State", "Created"], rows)
+    typer.echo()
+    print_table(
+        ["Experiment", "Name", "Context SHA-256"],
+        ([e.id, e.name, e.context_sha256 or ""] for e in found.experiments),
+    )
+    typer.echo()
+    print_table(
+        ["Trial", "Experiment", "Hyperparameters", "Warm start"],
+        (
+            [t.id, t.experiment_id, json.dumps(dict(t.hparams), sort_keys=True), t.warm_start_checkpoint]
+            for t in found.trials
+        ),
+    )
+
+
+@app.command()
+def delete(
+    ctx: typer.Context,
+    checkpoint_uuid: Annotated[
+        str, typer.Argument(metavar="UUID", help="Checkpoint UUID.", show_default=False)
+    ],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Delete a checkpoint's files; it shows DELETED once the storage is gone (refused if registered)."""
+    if not yes:
+        typer.confirm(f"Delete checkpoint {checkpoint_uuid} from storage?", abort=True)
+    ckpt = client(ctx).delete_checkpoint(checkpoint_uuid)
+    if as_json:
+        print_json(ckpt.raw)
+    elif ckpt.state == "DELETED":
+        typer.echo(f"Checkpoint {ckpt.uuid} is already deleted")
+    else:
+        typer.echo(f"Checkpoint {ckpt.uuid} will be deleted")
+
+
+def _open_checkpoint(ctx: typer.Context, checkpoint_uuid: str) -> tuple[Any, dict[str, Any]]:
+    """The storage and manifest of a registered checkpoint; the master's copy of the manifest."""
+    # The engine (and stalwart.core) load only for these commands: `stalwart --help` stays quick.
+    from stalwart.checkpoint import open_storage, read_manifest
+    from stalwart.checkpoint._manifest import validate_manifest
+    from stalwart.core import CoreError
+
+    ckpt = client(ctx).get_checkpoint(checkpoint_uuid)
+    if ckpt.state == "DELETED":
+        raise CliError(f"checkpoint {ckpt.uuid} was deleted; its storage is gone")
+    try:
+        storage = open_storage(dict(ckpt.storage))
+        manifest = ckpt.raw.get("manifest")
+        if isinstance(manifest, dict) and "format" in manifest:
+            return storage, validate_manifest(manifest, ckpt.uuid)
+        return storage, read_manifest(storage, ckpt.uuid)
+    except (CoreError, OSError) as exc:
+        raise CliError(str(exc)) from None
+
+
+@app.command()
+def verify(
+    ctx: typer.Context,
+    checkpoint_uuid: Annotated[
+        str, typer.Argument(metavar="UUID", help="Checkpoint UUID.", show_default=False)
+    ],
+) -> None:
+    """Re-read every chunk of a checkpoint from its storage and check it against the manifest."""
+    from stalwart.checkpoint import verify_checkpoint
+    from stalwart.core import CoreError
+
+    storage, manifest = _open_checkpoint(ctx, checkpoint_uuid)
+    try:
+        verify_checkpoint(storage, manifest)
+    except (CoreError, OSError) as exc:
+        raise CliError(str(exc)) from None
+    finally:
+        storage.close()
+    files = manifest["files"]
+    chunks = {chunk["digest"] for entry in files for chunk in entry["chunks"]}
+    typer.echo(
+        f"OK {manifest['uuid']}: {len(files)} files, {len(chunks)} chunks, "
+        f"{fmt_size(int(manifest.get('size') or 0))} verified"
+    )
+
+
+@app.command()
+def download(
+    ctx: typer.Context,
+    checkpoint_uuid: Annotated[
+        str, typer.Argument(metavar="UUID", help="Checkpoint UUID.", show_default=False)
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Directory to write into.", show_default=False)
+    ],
+    fmt: Annotated[
+        DownloadFormat,
+        typer.Option("--format", help="files: the checkpoint's files; safetensors: its tensors in one file."),
+    ] = DownloadFormat.files,
+) -> None:
+    """Write a verified copy of a checkpoint into a directory."""
+    from stalwart.checkpoint import export_safetensors, restore_directory
+    from stalwart.core import CoreError
+
+    storage, manifest = _open_checkpoint(ctx, checkpoint_uuid)
+    try:
+        if fmt is DownloadFormat.safetensors:
+            target = output / "model.safetensors"
+            names = export_safetensors(storage, manifest, target)
+            typer.echo(f"Wrote {len(names)} tensors of {manifest['uuid']} to {target}")
+        else:
+            restore_directory(storage, manifest, output)
+            typer.echo(f"Wrote {len(manifest['files'])} files of {manifest['uuid']} to {output}")
+    except (CoreError, OSError) as exc:
+        raise CliError(str(exc)) from None
+    finally:
+        storage.close()

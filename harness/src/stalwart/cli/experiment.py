@@ -18,7 +18,9 @@ EXIT_WAIT_TIMEOUT = 3
 
 app = typer.Typer(help="Create, inspect and control experiments.", no_args_is_help=True)
 label_app = typer.Typer(help="Add or remove experiment labels.", no_args_is_help=True)
-set_app = typer.Typer(help="Change an experiment's name or description.", no_args_is_help=True)
+set_app = typer.Typer(
+    help="Change an experiment's name, description or checkpoint GC policy.", no_args_is_help=True
+)
 app.add_typer(label_app, name="label")
 app.add_typer(set_app, name="set")
 
@@ -354,3 +356,35 @@ def set_description(
     """Replace the experiment's description."""
     exp = client(ctx).patch_experiment(experiment_id, description=text)
     _summary(exp, as_json, f"Experiment {exp.id} description updated")
+
+
+@set_app.command("gc-policy")
+def set_gc_policy(
+    ctx: typer.Context,
+    experiment_id: ExperimentId,
+    save_experiment_best: Annotated[
+        int | None, typer.Option(min=0, help="Keep the experiment's N best checkpoints.", show_default=False)
+    ] = None,
+    save_trial_best: Annotated[
+        int | None, typer.Option(min=0, help="Keep each trial's N best checkpoints.", show_default=False)
+    ] = None,
+    save_trial_latest: Annotated[
+        int | None, typer.Option(min=0, help="Keep each trial's N latest checkpoints.", show_default=False)
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Change which checkpoints GC keeps (the rest are deleted at once, also after the experiment ended)."""
+    if save_experiment_best is None and save_trial_best is None and save_trial_latest is None:
+        raise CliError("give at least one of --save-experiment-best, --save-trial-best, --save-trial-latest")
+    exp = client(ctx).set_gc_policy(
+        experiment_id,
+        save_experiment_best=save_experiment_best,
+        save_trial_best=save_trial_best,
+        save_trial_latest=save_trial_latest,
+    )
+    storage = exp.config.get("checkpoint_storage") or {}
+    policy = ", ".join(
+        f"{key}={storage.get(key)}"
+        for key in ("save_experiment_best", "save_trial_best", "save_trial_latest")
+    )
+    _summary(exp, as_json, f"Experiment {exp.id} GC policy: {policy}")

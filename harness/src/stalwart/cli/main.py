@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from stalwart.cli import agent, checkpoint, deploy, experiment, master, slot, trial, user
+from stalwart.cli import agent, checkpoint, deploy, experiment, master, model, slot, trial, user
 from stalwart.cli._errors import CliGroup
 from stalwart.cli._shared import CliState
 from stalwart.client import auth
@@ -29,6 +29,7 @@ for _group, _name, _alias in (
     (experiment.app, "experiment", "e"),
     (trial.app, "trial", "t"),
     (checkpoint.app, "checkpoint", "c"),
+    (model.app, "model", "m"),
     (agent.app, "agent", "a"),
     (slot.app, "slot", None),
     (user.app, "user", "u"),

@@ -105,6 +105,7 @@ def describe(ctx: typer.Context, trial_id: TrialId, as_json: JsonOption = False)
             "Progress": f"{trial.progress:.0%}",
             f"Best {metric}": fmt_metric(trial.best_validation),
             "Latest checkpoint": trial.latest_checkpoint,
+            "Warm start": trial.warm_start_checkpoint,
             "Hyperparameters": json.dumps(dict(trial.hparams), sort_keys=True),
             "Seed": trial.seed,
             "End reason": trial.end_reason,

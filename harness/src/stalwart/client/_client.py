@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import urllib.parse
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -15,6 +16,7 @@ from stalwart.client.models import (
     TERMINAL_STATES,
     Agent,
     Checkpoint,
+    CheckpointLineage,
     Context,
     ContextUpload,
     Experiment,
@@ -23,6 +25,10 @@ from stalwart.client.models import (
     LogLine,
     MasterInfo,
     Metric,
+    Model,
+    ModelPage,
+    ModelVersion,
+    ModelVersionPage,
     Slot,
     Trial,
     User,
@@ -34,6 +40,12 @@ if TYPE_CHECKING:
 __all__ = ["Client"]
 
 OrderBy = Literal["id", "name", "state", "created_at", "ended_at"]
+ModelOrderBy = Literal["id", "name", "created_at", "updated_at"]
+
+
+def _model_path(name: str) -> str:
+    # Names may hold spaces, '%', '?' or '#': each must reach the master as one path segment.
+    return f"/api/v1/models/{urllib.parse.quote(name, safe='')}"
 
 
 class Client:
@@ -353,6 +365,36 @@ class Client:
             return exp
         return self.patch_experiment(experiment_id, labels=[x for x in exp.labels if x != label])
 
+    def set_gc_policy(
+        self,
+        experiment_id: int,
+        *,
+        save_experiment_best: int | None = None,
+        save_trial_best: int | None = None,
+        save_trial_latest: int | None = None,
+    ) -> Experiment:
+        """Change which checkpoints GC keeps; None leaves a value as it is. GC runs at once.
+
+        Determined's rules: a checkpoint is kept if it is among the experiment's N best, its
+        trial's N best, or its trial's N latest (validated by the searcher metric).
+
+        Example::
+
+            Client().set_gc_policy(7, save_experiment_best=3, save_trial_latest=1)
+        """
+        body = {
+            key: value
+            for key, value in (
+                ("save_experiment_best", save_experiment_best),
+                ("save_trial_best", save_trial_best),
+                ("save_trial_latest", save_trial_latest),
+            )
+            if value is not None
+        }
+        return Experiment.from_json(
+            self._json("PATCH", f"/api/v1/experiments/{experiment_id}/gc-policy", json=body)
+        )
+
     def _verb(self, experiment_id: int, verb: str) -> Experiment:
         return Experiment.from_json(self._json("POST", f"/api/v1/experiments/{experiment_id}/{verb}"))
 
@@ -526,6 +568,162 @@ class Client:
             files = Client().get_checkpoint(uuid).files
         """
         return Checkpoint.from_json(self._json("GET", f"/api/v1/checkpoints/{checkpoint_uuid}"))
+
+    def delete_checkpoint(self, checkpoint_uuid: str) -> Checkpoint:
+        """Ask the master to delete a checkpoint's files; it turns DELETED once storage confirms.
+
+        ``ConflictError`` if a model version registers it (or a running trial warm-starts from it).
+
+        Example::
+
+            Client().delete_checkpoint("1b4e28ba-2fa1-11d2-883f-0016d3cca427").state  # "COMPLETED"
+        """
+        return Checkpoint.from_json(self._json("DELETE", f"/api/v1/checkpoints/{checkpoint_uuid}"))
+
+    def checkpoint_lineage(self, checkpoint_uuid: str) -> CheckpointLineage:
+        """Where a checkpoint came from: its parent chain (across warm starts) with the configs,
+        context digests and hyperparameters of the experiments and trials involved.
+
+        Example::
+
+            lineage = Client().checkpoint_lineage(uuid)
+            print([c.uuid for c in lineage.chain], [e.context_sha256 for e in lineage.experiments])
+        """
+        return CheckpointLineage.from_json(
+            self._json("GET", f"/api/v1/checkpoints/{checkpoint_uuid}/lineage")
+        )
+
+    # --- model registry -----------------------------------------------------------------------
+
+    def create_model(
+        self,
+        name: str,
+        *,
+        description: str = "",
+        labels: Iterable[str] = (),
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Model:
+        """Add a model to the registry; ``ConflictError`` if the name is taken.
+
+        Example::
+
+            Client().create_model("resnet", description="ImageNet classifier", labels=["vision"])
+        """
+        body = {
+            "name": name,
+            "description": description,
+            "labels": list(labels),
+            "metadata": dict(metadata or {}),
+        }
+        return Model.from_json(self._json("POST", "/api/v1/models", json=body))
+
+    def list_models(
+        self,
+        *,
+        name: str | None = None,
+        labels: Iterable[str] | None = None,
+        owner: str | None = None,
+        order_by: ModelOrderBy | None = None,
+        order: Literal["asc", "desc"] | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> ModelPage:
+        """One page of models, by name unless ``order_by`` says otherwise; ``name`` is a substring.
+
+        Example::
+
+            page = Client().list_models(labels=["vision"])
+            print([m.name for m in page.items])
+        """
+        params: dict[str, Any] = {
+            "name": name,
+            "label": list(labels or ()),
+            "owner": owner,
+            "order_by": order_by,
+            "order": order,
+            "limit": limit,
+            "offset": offset,
+        }
+        return ModelPage.from_json(self._json("GET", "/api/v1/models", params=params))
+
+    def get_model(self, name: str) -> Model:
+        """One model by name.
+
+        Example::
+
+            print(Client().get_model("resnet").num_versions)
+        """
+        return Model.from_json(self._json("GET", _model_path(name)))
+
+    def patch_model(
+        self,
+        name: str,
+        *,
+        description: str | None = None,
+        labels: Iterable[str] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Model:
+        """Change the description, replace the labels, or merge ``metadata`` into the stored one at
+        the top level (a key set to None is removed); None leaves a field as it is.
+
+        Example::
+
+            Client().patch_model("resnet", metadata={"dataset": "imagenet-21k", "draft": None})
+        """
+        body: dict[str, Any] = {}
+        if description is not None:
+            body["description"] = description
+        if labels is not None:
+            body["labels"] = list(labels)
+        if metadata is not None:
+            body["metadata"] = dict(metadata)
+        return Model.from_json(self._json("PATCH", _model_path(name), json=body))
+
+    def register_model_version(
+        self,
+        name: str,
+        checkpoint_uuid: str,
+        *,
+        comment: str = "",
+        labels: Iterable[str] = (),
+        metadata: Mapping[str, Any] | None = None,
+    ) -> ModelVersion:
+        """Register a COMPLETED checkpoint as the model's next version; it is then kept from GC
+        and deletion. ``ConflictError`` if the checkpoint is not COMPLETED.
+
+        Example::
+
+            v = Client().register_model_version("resnet", uuid, comment="val_acc 0.91")
+            print(v.version)
+        """
+        body = {
+            "checkpoint_uuid": checkpoint_uuid,
+            "comment": comment,
+            "labels": list(labels),
+            "metadata": dict(metadata or {}),
+        }
+        return ModelVersion.from_json(self._json("POST", f"{_model_path(name)}/versions", json=body))
+
+    def list_model_versions(
+        self, name: str, *, limit: int | None = None, offset: int | None = None
+    ) -> ModelVersionPage:
+        """One page of the model's versions, oldest first.
+
+        Example::
+
+            latest = Client().list_model_versions("resnet").items[-1]
+        """
+        params = {"limit": limit, "offset": offset}
+        return ModelVersionPage.from_json(self._json("GET", f"{_model_path(name)}/versions", params=params))
+
+    def get_model_version(self, name: str, version: int) -> ModelVersion:
+        """One version of a model.
+
+        Example::
+
+            uuid = Client().get_model_version("resnet", 3).checkpoint_uuid
+        """
+        return ModelVersion.from_json(self._json("GET", f"{_model_path(name)}/versions/{version}"))
 
     # --- agents and slots ---------------------------------------------------------------------
 

@@ -23,15 +23,22 @@ __all__ = [
     "Agent",
     "Checkpoint",
     "CheckpointFile",
+    "CheckpointLineage",
     "Context",
     "ContextUpload",
     "Experiment",
     "ExperimentPage",
     "ExperimentState",
+    "LineageExperiment",
+    "LineageTrial",
     "LogLine",
     "Login",
     "MasterInfo",
     "Metric",
+    "Model",
+    "ModelPage",
+    "ModelVersion",
+    "ModelVersionPage",
     "Slot",
     "Trial",
     "User",
@@ -286,7 +293,8 @@ class Trial:
     """One trial of an experiment: its hyperparameters, state and how far it got.
 
     ``state`` uses the experiment states (``ACTIVE`` while it waits for slots or runs);
-    ``run_id`` counts its allocations and ``restarts`` the failed ones among them.
+    ``run_id`` counts its allocations and ``restarts`` the failed ones among them;
+    ``warm_start_checkpoint`` is what it starts from until it has a checkpoint of its own.
 
     Example::
 
@@ -309,6 +317,7 @@ class Trial:
     end_reason: str
     created_at: datetime | None
     ended_at: datetime | None
+    warm_start_checkpoint: str | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -335,6 +344,7 @@ class Trial:
             end_reason=str(data.get("end_reason") or ""),
             created_at=_time(data.get("created_at")),
             ended_at=_time(data.get("ended_at")),
+            warm_start_checkpoint=_optional_str(data.get("warm_start_checkpoint")),
             raw=data,
         )
 
@@ -410,12 +420,16 @@ class CheckpointFile:
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """A complete checkpoint of a trial; ``files`` lists its manifest (sizes and SHA-256 digests).
+    """A checkpoint of a trial; ``files`` lists its manifest.
+
+    ``state`` is COMPLETED, DELETED (GC removed it from storage; ``deleted_at`` says when) or
+    CORRUPTED. ``model_versions`` ("name:version") protect it from GC and deletion;
+    ``searcher_metric`` is the validation metric at its step, which GC ranks it by.
 
     Example::
 
         ckpt = Client().get_checkpoint("1b4e28ba-2fa1-11d2-883f-0016d3cca427")
-        print(ckpt.steps_completed, [f.path for f in ckpt.files])
+        print(ckpt.steps_completed, ckpt.state, [f.path for f in ckpt.files])
     """
 
     uuid: str
@@ -430,6 +444,11 @@ class Checkpoint:
     parent_uuid: str | None
     created_at: datetime | None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    experiment_id: int | None = None
+    stored_size: int | None = None
+    deleted_at: datetime | None = None
+    searcher_metric: float | None = None
+    model_versions: tuple[str, ...] = ()
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Checkpoint:
@@ -456,6 +475,11 @@ class Checkpoint:
             parent_uuid=_optional_str(data.get("parent_uuid")),
             created_at=_time(data.get("created_at")),
             raw=data,
+            experiment_id=None if data.get("experiment_id") is None else int(data["experiment_id"]),
+            stored_size=None if data.get("stored_size") is None else int(data["stored_size"]),
+            deleted_at=_time(data.get("deleted_at")),
+            searcher_metric=None if data.get("searcher_metric") is None else float(data["searcher_metric"]),
+            model_versions=tuple(str(v) for v in data.get("model_versions") or ()),
         )
 
 
@@ -524,5 +548,210 @@ class Slot:
             memory_mb=int(data.get("memory_mb") or 0),
             allocation_id=_optional_str(data.get("allocation_id")),
             trial_id=None if trial is None else int(trial),
+            raw=data,
+        )
+
+
+@dataclass(frozen=True)
+class Model:
+    """A named entry of the model registry; ``num_versions`` counts its registered checkpoints.
+
+    Example::
+
+        model = Client().get_model("resnet")
+        print(model.name, model.latest_version, dict(model.metadata))
+    """
+
+    id: int
+    name: str
+    description: str
+    labels: tuple[str, ...]
+    metadata: Mapping[str, Any] = field(hash=False)
+    owner: str
+    num_versions: int
+    latest_version: int | None
+    created_at: datetime | None
+    updated_at: datetime | None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Model:
+        latest = data.get("latest_version")
+        return cls(
+            id=int(data["id"]),
+            name=str(data["name"]),
+            description=str(data.get("description") or ""),
+            labels=tuple(str(label) for label in data.get("labels") or ()),
+            metadata=data.get("metadata") or {},
+            owner=_name(data.get("owner")),
+            num_versions=int(data.get("num_versions") or 0),
+            latest_version=None if latest is None else int(latest),
+            created_at=_time(data.get("created_at")),
+            updated_at=_time(data.get("updated_at")),
+            raw=data,
+        )
+
+
+@dataclass(frozen=True)
+class ModelPage:
+    """One page of ``list_models``; ``total`` counts every match.
+
+    Example::
+
+        page = Client().list_models(label="prod")
+        print([m.name for m in page.items], page.total)
+    """
+
+    items: tuple[Model, ...]
+    total: int
+    limit: int
+    offset: int
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ModelPage:
+        items = tuple(Model.from_json(item) for item in data.get("items") or ())
+        return cls(
+            items=items,
+            total=int(data.get("total", len(items))),
+            limit=int(data.get("limit", len(items))),
+            offset=int(data.get("offset", 0)),
+            raw=data,
+        )
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """Version ``version`` of model ``model``: a registered checkpoint, protected from deletion.
+
+    Example::
+
+        v = Client().register_model_version("resnet", ckpt_uuid, comment="best val acc")
+        print(f"{v.model}:{v.version}", v.checkpoint_uuid, v.experiment_id)
+    """
+
+    id: int
+    model: str
+    version: int
+    checkpoint_uuid: str
+    experiment_id: int | None
+    trial_id: int | None
+    comment: str
+    labels: tuple[str, ...]
+    metadata: Mapping[str, Any] = field(hash=False)
+    owner: str
+    created_at: datetime | None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ModelVersion:
+        experiment, trial = data.get("experiment_id"), data.get("trial_id")
+        return cls(
+            id=int(data["id"]),
+            model=str(data.get("model") or ""),
+            version=int(data["version"]),
+            checkpoint_uuid=str(data["checkpoint_uuid"]),
+            experiment_id=None if experiment is None else int(experiment),
+            trial_id=None if trial is None else int(trial),
+            comment=str(data.get("comment") or ""),
+            labels=tuple(str(label) for label in data.get("labels") or ()),
+            metadata=data.get("metadata") or {},
+            owner=_name(data.get("owner")),
+            created_at=_time(data.get("created_at")),
+            raw=data,
+        )
+
+
+@dataclass(frozen=True)
+class ModelVersionPage:
+    """One page of ``list_model_versions``, oldest version first.
+
+    Example::
+
+        versions = Client().list_model_versions("resnet").items
+    """
+
+    items: tuple[ModelVersion, ...]
+    total: int
+    limit: int
+    offset: int
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ModelVersionPage:
+        items = tuple(ModelVersion.from_json(item) for item in data.get("items") or ())
+        return cls(
+            items=items,
+            total=int(data.get("total", len(items))),
+            limit=int(data.get("limit", len(items))),
+            offset=int(data.get("offset", 0)),
+            raw=data,
+        )
+
+
+@dataclass(frozen=True)
+class LineageExperiment:
+    """An experiment on a checkpoint's lineage: its config (secrets masked) and code digest."""
+
+    id: int
+    name: str
+    context_sha256: str | None
+    config: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+
+@dataclass(frozen=True)
+class LineageTrial:
+    """A trial on a checkpoint's lineage and the hyperparameters it ran with."""
+
+    id: int
+    experiment_id: int
+    hparams: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    warm_start_checkpoint: str | None = None
+
+
+@dataclass(frozen=True)
+class CheckpointLineage:
+    """Where a checkpoint came from: ``chain`` is its parent, grandparent, ... back to the first one.
+
+    ``missing_parent`` is a parent uuid that was recorded but the master no longer knows.
+
+    Example::
+
+        lineage = Client().checkpoint_lineage(uuid)
+        for ckpt in (lineage.checkpoint, *lineage.chain):
+            print(ckpt.uuid, ckpt.trial_id, ckpt.steps_completed)
+    """
+
+    checkpoint: Checkpoint
+    chain: tuple[Checkpoint, ...]
+    missing_parent: str | None
+    experiments: tuple[LineageExperiment, ...]
+    trials: tuple[LineageTrial, ...]
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> CheckpointLineage:
+        return cls(
+            checkpoint=Checkpoint.from_json(data["checkpoint"]),
+            chain=tuple(Checkpoint.from_json(item) for item in data.get("chain") or ()),
+            missing_parent=_optional_str(data.get("missing_parent")),
+            experiments=tuple(
+                LineageExperiment(
+                    id=int(e["id"]),
+                    name=str(e.get("name") or ""),
+                    context_sha256=_optional_str(e.get("context_sha256")),
+                    config=e.get("config") or {},
+                )
+                for e in data.get("experiments") or ()
+            ),
+            trials=tuple(
+                LineageTrial(
+                    id=int(t["id"]),
+                    experiment_id=int(t["experiment_id"]),
+                    hparams=t.get("hparams") or {},
+                    warm_start_checkpoint=_optional_str(t.get("warm_start_checkpoint")),
+                )
+                for t in data.get("trials") or ()
+            ),
             raw=data,
         )

@@ -1,143 +1,49 @@
-"""``core_context.checkpoint``: directories of files, committed by a manifest written last.
+"""``core_context.checkpoint``: checkpoints in the experiment's chunk store (``stalwart.checkpoint``).
 
-A checkpoint is ``<storage root>/<uuid>/``. The user writes files into it; on a clean exit the
-harness writes ``metadata.json``, fsyncs every file, then writes ``stalwart-manifest.json``
-(sizes and SHA-256 of every file) through a temporary file and an atomic rename. The manifest is
-the commit: a directory without one is an unfinished save, invisible to restore, and the master
-hears of a checkpoint only after its manifest exists.
+Two ways to save, one storage format:
+
+- ``save_state(state)`` snapshots tensors into host memory and returns at once; the checkpoint is
+  chunked, deduplicated and committed in the background (errors surface on the next call);
+- ``store_path()`` / ``upload()`` store a directory of files, synchronously, as Determined does.
+
+A checkpoint exists once its manifest is committed; only then does the chief register it with the
+master, whose copy of the manifest is what restores verify against on a cluster.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
 import shutil
+import tempfile
 import time
-import uuid as uuid_lib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stalwart.core._errors import CheckpointCorrupted, CheckpointError, CheckpointNotFound, MasterError
 from stalwart.core._http import AllocationSession
 
-MANIFEST = "stalwart-manifest.json"
-METADATA = "metadata.json"
-_MANIFEST_TMP = MANIFEST + ".tmp"
-_CHUNK = 1024 * 1024
+# The engine is imported where it is used: it imports stalwart.core._errors itself, and a script
+# that never checkpoints does not pay for blake3 and friends.
+if TYPE_CHECKING:
+    from stalwart.checkpoint import CheckpointWriter, StorageBackend
+
+_DEFAULT_CHUNK_SIZE = 8 * 1024 * 1024
 
 
-def storage_root(storage: Mapping[str, Any]) -> Path:
-    """The directory checkpoints live under for an experiment's ``checkpoint_storage``."""
-    kind = storage.get("type")
-    if kind == "shared_fs":
-        root = Path(str(storage["host_path"]))
-        sub = storage.get("storage_path")
-        return root / str(sub) if sub else root
-    if kind == "directory":
-        return Path(str(storage["container_path"]))
-    raise CheckpointError(
-        f"checkpoint storage type {kind!r} is not supported by this harness yet (shared_fs, directory are)"
-    )
+def _chunk_size(storage: Mapping[str, Any]) -> int:
+    value = storage.get("chunk_size", _DEFAULT_CHUNK_SIZE)
+    if type(value) is not int or value < 4096:
+        raise CheckpointError(f"checkpoint_storage.chunk_size must be an int >= 4096, got {value!r}")
+    return value
 
 
-def _check_uuid(value: str) -> str:
-    # A uuid becomes a path component: anything else could point outside the storage root.
-    try:
-        return str(uuid_lib.UUID(value))
-    except (ValueError, AttributeError, TypeError):
-        raise CheckpointNotFound(f"{value!r} is not a checkpoint uuid") from None
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _digest(path: Path, *, sync: bool) -> tuple[int, str]:
-    sha = hashlib.sha256()
-    size = 0
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            sha.update(chunk)
-            size += len(chunk)
-        if sync:
-            os.fsync(handle.fileno())
-    return size, sha.hexdigest()
-
-
-def build_manifest(directory: Path) -> list[dict[str, Any]]:
-    """Size and SHA-256 of every file under ``directory``, each fsynced so the manifest never lies."""
-    files: list[dict[str, Any]] = []
-    for path in sorted(directory.rglob("*")):
-        rel = path.relative_to(directory).as_posix()
-        if rel in (MANIFEST, _MANIFEST_TMP):
-            continue
-        if path.is_symlink():
-            raise CheckpointError(f"checkpoint file {rel!r} is a symbolic link; write real files")
-        if path.is_dir():
-            _fsync_dir(path)
-            continue
-        if not path.is_file():
-            raise CheckpointError(f"checkpoint entry {rel!r} is not a regular file")
-        size, sha = _digest(path, sync=True)
-        files.append({"path": rel, "size": size, "sha256": sha})
-    return files
-
-
-def write_manifest(directory: Path, manifest: Mapping[str, Any]) -> None:
-    """Write the manifest atomically: temp file, fsync, rename, fsync the directory."""
-    _fsync_dir(directory)
-    tmp = directory / _MANIFEST_TMP
-    with tmp.open("w", encoding="utf-8") as handle:
-        json.dump(manifest, handle, indent=1, sort_keys=True)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, directory / MANIFEST)
-    _fsync_dir(directory)
-
-
-def read_manifest_files(directory: Path, uuid: str) -> list[dict[str, Any]]:
-    path = directory / MANIFEST
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CheckpointNotFound(
-            f"checkpoint {uuid} has no manifest in {directory} (never committed)"
-        ) from None
-    except ValueError as exc:
-        raise CheckpointCorrupted(f"checkpoint {uuid}: {MANIFEST} is not valid JSON ({exc})") from None
-    files = manifest.get("files") if isinstance(manifest, dict) else None
-    if not isinstance(files, list):
-        raise CheckpointCorrupted(f"checkpoint {uuid}: {MANIFEST} has no file list")
-    return files
-
-
-def verify(directory: Path, files: list[dict[str, Any]], uuid: str) -> None:
-    """Check every file's size and SHA-256 against the manifest; raise naming the first bad file."""
-    root = directory.resolve()
-    for entry in files:
-        rel = str(entry.get("path", ""))
-        path = (directory / rel).resolve()
-        if not path.is_relative_to(root):
-            raise CheckpointCorrupted(
-                f"checkpoint {uuid}: manifest path {rel!r} points outside the checkpoint"
-            )
-        if not path.is_file():
-            raise CheckpointCorrupted(f"checkpoint {uuid}: file {rel!r} is missing")
-        size, sha = _digest(path, sync=False)
-        if size != entry.get("size") or sha != entry.get("sha256"):
-            raise CheckpointCorrupted(
-                f"checkpoint {uuid}: file {rel!r} does not match its manifest "
-                f"(size {size}, expected {entry.get('size')}; sha256 {sha[:12]}…, "
-                f"expected {str(entry.get('sha256'))[:12]}…)"
-            )
+def _compression(storage: Mapping[str, Any]) -> str | None:
+    value = storage.get("compression")
+    return None if value in (None, "none") else str(value)
 
 
 class CheckpointContext:
@@ -145,8 +51,12 @@ class CheckpointContext:
 
     Example::
 
-        with core_context.checkpoint.store_path({"steps_completed": step}) as (path, uuid):
-            torch.save(model.state_dict(), path / "model.pt")
+        uuid = core_context.checkpoint.save_state({"model": model.state_dict()}, steps_completed=step)
+        ...
+        found = core_context.checkpoint.load_latest_state()
+        if found is not None:
+            uuid, state = found
+            model.load_state_dict(state["model"])
     """
 
     def __init__(
@@ -160,8 +70,12 @@ class CheckpointContext:
         is_chief: bool,
         log: logging.Logger | logging.LoggerAdapter[logging.Logger],
         register_retry_for: float = 300.0,
+        rank: int = 0,
+        world_size: int = 1,
+        run_key: str | None = None,
+        max_in_flight: int = 1,
     ) -> None:
-        self._storage = dict(storage) if storage is not None else None
+        self._storage_config = dict(storage) if storage is not None else None
         self._session = session
         self._trial_id = trial_id
         self._allocation_id = allocation_id
@@ -169,86 +83,163 @@ class CheckpointContext:
         self._is_chief = is_chief
         self._log = log
         self._register_retry_for = register_retry_for
+        self._rank = rank
+        self._world_size = world_size
+        self._run_key = run_key or allocation_id
+        self._max_in_flight = max_in_flight
+        self._writer: CheckpointWriter | None = None
+        self._backends: dict[str, StorageBackend] = {}
 
-    def _root(self, storage: Mapping[str, Any] | None = None) -> Path:
-        storage = storage if storage is not None else self._storage
-        if storage is None:
+    # --- storage and the writer -----------------------------------------------------------
+
+    def _config(self) -> dict[str, Any]:
+        if self._storage_config is None:
             raise CheckpointError(
                 "no checkpoint storage: set checkpoint_storage in the experiment config or pass "
                 "checkpoint_storage= to stalwart.core.init()"
             )
-        return storage_root(storage)
+        return self._storage_config
+
+    def _backend(self, config: Mapping[str, Any] | None = None) -> StorageBackend:
+        config = config if config is not None else self._config()
+        key = json.dumps(config, sort_keys=True, default=str)
+        backend = self._backends.get(key)
+        if backend is None:
+            from stalwart.checkpoint import StorageError, open_storage
+
+            try:
+                backend = self._backends[key] = open_storage(config)
+            except StorageError as exc:
+                raise CheckpointError(f"cannot open checkpoint storage: {exc}") from exc
+        return backend
+
+    def _get_writer(self) -> CheckpointWriter:
+        if self._writer is None:
+            from stalwart.checkpoint import CheckpointWriter
+
+            config = self._config()
+            self._writer = CheckpointWriter(
+                self._backend(config),
+                chunk_size=_chunk_size(config),
+                compression=_compression(config),
+                max_in_flight=self._max_in_flight,
+                rank=self._rank,
+                world_size=self._world_size,
+                run_key=self._run_key,
+                parent_uuid=self._parent_uuid,
+                on_commit=self._register if (self._session is not None and self._is_chief) else None,
+                log=self._log,
+            )
+        return self._writer
+
+    # --- saving ---------------------------------------------------------------------------
+
+    def save_state(
+        self, state: object, *, steps_completed: int, metadata: Mapping[str, Any] | None = None
+    ) -> str:
+        """Snapshot ``state`` (tensors, arrays, any picklable values) and return the checkpoint's uuid.
+
+        Returns as soon as the tensors are copied to host memory; the checkpoint is persisted and
+        registered in the background. At most ``max_in_flight`` (default 1) saves persist at once:
+        a further call waits for the oldest. A failed save raises on the next call, ``wait()`` or
+        when the context closes. In a multi-process trial every rank calls it with its own state.
+
+        Example::
+
+            uuid = checkpoint.save_state({"model": model.state_dict(), "opt": opt.state_dict()},
+                                         steps_completed=step)
+        """
+        return self._get_writer().save_state(state, steps_completed=steps_completed, metadata=metadata)
+
+    def prepare(self, state: object) -> int:
+        """Pre-allocate the host memory a ``save_state(state)`` needs, so the first save stalls
+        training no longer than later ones; returns the bytes reserved.
+
+        Example::
+
+            checkpoint.prepare({"model": model.state_dict(), "opt": opt.state_dict()})
+        """
+        return self._get_writer().prepare(state)
+
+    def wait(self) -> None:
+        """Block until every ``save_state`` so far is committed (and registered); raise a failure.
+
+        Example::
+
+            checkpoint.save_state(state, steps_completed=step)
+            checkpoint.wait()
+        """
+        if self._writer is not None:
+            self._writer.wait()
 
     @contextlib.contextmanager
     def store_path(self, metadata: Mapping[str, Any], *, shard: bool = False) -> Iterator[tuple[Path, str]]:
-        """Yield ``(path, uuid)`` of a fresh directory; commit it when the block exits cleanly.
+        """Yield ``(path, uuid)`` of an empty directory; store its files as a checkpoint when the block
+        exits cleanly (an exception inside leaves no checkpoint).
 
-        ``metadata`` must contain ``steps_completed``. An exception inside the block leaves no
-        checkpoint behind.
+        ``metadata`` must contain ``steps_completed``. With ``shard=True`` every rank stores its own
+        files (file names must differ between ranks) into the one checkpoint.
 
         Example::
 
             with checkpoint.store_path({"steps_completed": step}) as (path, uuid):
-                (path / "state.json").write_text(json.dumps(state))
+                torch.save(model.state_dict(), path / "model.pt")
         """
-        if shard:
-            raise CheckpointError("shard=True is not supported yet: only the chief writes checkpoints")
-        if not self._is_chief:
-            raise CheckpointError("only the chief (rank 0) stores checkpoints")
+        if not self._is_chief and not shard:
+            raise CheckpointError("only the chief (rank 0) stores checkpoints, unless shard=True")
+        steps = self._steps(metadata)
+        writer = self._get_writer()
+        uuid = writer.next_uuid(shard and self._world_size > 1)
+        staging = Path(tempfile.mkdtemp(prefix=f"stalwart-checkpoint-{uuid[:8]}-"))
+        try:
+            yield staging, uuid
+            writer.save_directory(staging, steps_completed=steps, metadata=metadata, sharded=shard, uuid=uuid)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def upload(
+        self, ckpt_dir: str | os.PathLike[str], metadata: Mapping[str, Any], *, shard: bool = False
+    ) -> str:
+        """Store an existing directory as a new checkpoint; return its uuid.
+
+        Example::
+
+            uuid = checkpoint.upload("out/", {"steps_completed": step})
+        """
+        if not self._is_chief and not shard:
+            raise CheckpointError("only the chief (rank 0) stores checkpoints, unless shard=True")
+        steps = self._steps(metadata)
+        writer = self._get_writer()
+        uuid = writer.next_uuid(shard and self._world_size > 1)
+        writer.save_directory(ckpt_dir, steps_completed=steps, metadata=metadata, sharded=shard, uuid=uuid)
+        return uuid
+
+    @staticmethod
+    def _steps(metadata: Mapping[str, Any]) -> int:
         steps = metadata.get("steps_completed")
         if type(steps) is not int or steps < 0:
             raise CheckpointError(f"metadata must contain steps_completed (an int >= 0), got {steps!r}")
-        metadata = dict(metadata)
-        json.dumps(metadata)  # refuse unserialisable metadata before the user spends time writing files
-        uuid = str(uuid_lib.uuid4())
-        path = self._root() / uuid
-        path.mkdir(parents=True)
-        try:
-            yield path, uuid
-        except BaseException:
-            shutil.rmtree(path, ignore_errors=True)
-            raise
-        self._commit(path, uuid, metadata, steps)
+        return steps
 
-    def _commit(self, path: Path, uuid: str, metadata: dict[str, Any], steps: int) -> None:
-        started = time.monotonic()
-        try:
-            (path / METADATA).write_text(json.dumps(metadata, indent=1, sort_keys=True), encoding="utf-8")
-            files = build_manifest(path)
-            write_manifest(path, {"uuid": uuid, "steps_completed": steps, "files": files})
-        except BaseException:
-            # Uncommitted (no manifest): nothing can see it, so free the space now.
-            shutil.rmtree(path, ignore_errors=True)
-            raise
-        if self._session is not None:
-            self._register(uuid, steps, files, metadata)
-        size = sum(entry["size"] for entry in files)
-        self._log.info(
-            "checkpoint %s committed: %d files, %d bytes, steps_completed=%d (%.2f s)",
-            uuid,
-            len(files),
-            size,
-            steps,
-            time.monotonic() - started,
-        )
-
-    def _register(self, uuid: str, steps: int, files: list[dict[str, Any]], metadata: dict[str, Any]) -> None:
+    def _register(self, manifest: dict[str, Any]) -> None:
+        """Tell the master about a committed checkpoint (runs on the writer thread, retried)."""
         assert self._session is not None
+        uuid = manifest["uuid"]
         body = {
             "uuid": uuid,
             "trial_id": self._trial_id,
             "allocation_id": self._allocation_id,
-            "steps_completed": steps,
-            "storage": self._storage,
-            "manifest": {"files": files},
-            "metadata": metadata,
-            "parent_uuid": self._parent_uuid,
+            "steps_completed": manifest["steps_completed"],
+            "storage": self._storage_config,
+            "manifest": manifest,
+            "metadata": manifest["metadata"],
+            "parent_uuid": manifest["parent_uuid"],
         }
         deadline = time.monotonic() + self._register_retry_for
         delay = 0.2
         while True:
             try:
-                self._session.request("POST", "/checkpoints", body=body)
+                self._session.request("POST", f"/allocations/{self._allocation_id}/checkpoints", body=body)
                 return
             except MasterError as exc:
                 if exc.status == 409:
@@ -261,19 +252,7 @@ class CheckpointContext:
             time.sleep(delay)
             delay = min(delay * 2, 10.0)
 
-    def _locate(self, uuid: str) -> tuple[Path, list[dict[str, Any]]]:
-        uuid = _check_uuid(uuid)
-        if self._session is None:
-            directory = self._root() / uuid
-            return directory, read_manifest_files(directory, uuid)
-        record = self._record(uuid)
-        storage = record.get("storage") or self._storage
-        directory = self._root(storage) / uuid
-        manifest = record.get("manifest")
-        # The master's copy of the manifest is authoritative: it cannot be edited next to the files.
-        if isinstance(manifest, dict) and isinstance(manifest.get("files"), list):
-            return directory, list(manifest["files"])
-        return directory, read_manifest_files(directory, uuid)
+    # --- restoring ------------------------------------------------------------------------
 
     def _record(self, uuid: str) -> dict[str, Any]:
         assert self._session is not None
@@ -284,21 +263,121 @@ class CheckpointContext:
                 raise CheckpointNotFound(f"the master knows no checkpoint {uuid}") from exc
             raise CheckpointError(f"cannot look up checkpoint {uuid}: {exc}") from exc
         if not isinstance(data, dict):
-            raise CheckpointError(f"unexpected answer for checkpoint {uuid}: {data!r}")
+            raise CheckpointError(f"unexpected answer for checkpoint {uuid}: {data!r:.200}")
         return data
+
+    def _locate(self, uuid: str) -> tuple[StorageBackend, dict[str, Any]]:
+        """The storage and the manifest of a checkpoint; on a cluster the master's copy of the
+        manifest is used, which cannot be edited beside the chunks."""
+        from stalwart.checkpoint import read_manifest
+        from stalwart.checkpoint._manifest import check_uuid, validate_manifest
+
+        uuid = check_uuid(uuid)
+        if self._session is None:
+            backend = self._backend()
+            return backend, read_manifest(backend, uuid)
+        record = self._record(uuid)
+        if record.get("state") == "DELETED":
+            raise CheckpointNotFound(f"checkpoint {uuid} was deleted")
+        storage = record.get("storage") or self._config()
+        backend = self._backend(storage)
+        manifest = record.get("manifest")
+        if isinstance(manifest, dict) and "format" in manifest:
+            return backend, validate_manifest(manifest, uuid)
+        return backend, read_manifest(backend, uuid)
+
+    def load_state(self, storage_id: str, map_location: Any = None) -> Any:
+        """The state a ``save_state`` stored, every chunk verified as it is read.
+
+        Raises ``CheckpointCorrupted`` naming the damaged file and chunk. ``map_location`` moves
+        tensors to a device (by default: where they were saved, when it exists here).
+
+        Example::
+
+            state = checkpoint.load_state(uuid, map_location="cpu")
+        """
+        from stalwart.checkpoint import load_state
+
+        backend, manifest = self._locate(storage_id)
+        rank = self._rank if int(manifest.get("world_size") or 1) > 1 else 0
+        return load_state(backend, manifest, map_location, rank=rank)
+
+    def load_latest_state(self, map_location: Any = None) -> tuple[str, Any] | None:
+        """``(uuid, state)`` of the trial's newest loadable checkpoint, or None if there is none.
+
+        A checkpoint that turns out missing or corrupted is reported to the master, which marks it
+        CORRUPTED and names the next-newest one to try; off-cluster its parent is tried instead.
+
+        Example::
+
+            found = checkpoint.load_latest_state()
+            start = 0 if found is None else found[1]["step"]
+        """
+        if self._writer is not None:
+            self._writer.wait()
+            candidate = self._writer.parent_uuid
+        else:
+            candidate = self._parent_uuid
+        tried: set[str] = set()
+        while candidate and candidate not in tried:
+            tried.add(candidate)
+            try:
+                return candidate, self.load_state(candidate, map_location)
+            except (CheckpointCorrupted, CheckpointNotFound) as exc:
+                self._log.warning("checkpoint %s cannot be restored: %s", candidate, exc)
+                candidate = self._fallback(candidate, str(exc))
+        return None
+
+    def _fallback(self, uuid: str, reason: str) -> str | None:
+        if self._session is not None:
+            try:
+                answer = self._session.request(
+                    "POST",
+                    f"/allocations/{self._allocation_id}/checkpoints/{uuid}/corrupt",
+                    body={"reason": reason[:2000]},
+                ).json()
+            except MasterError as exc:
+                raise CheckpointError(f"cannot report checkpoint {uuid} as corrupted: {exc}") from exc
+            latest = answer.get("latest_checkpoint") if isinstance(answer, dict) else None
+            return str(latest) if latest else None
+        from stalwart.checkpoint import read_manifest
+
+        try:
+            parent = read_manifest(self._backend(), uuid).get("parent_uuid")
+        except CheckpointError:
+            return None
+        return str(parent) if parent else None
 
     @contextlib.contextmanager
     def restore_path(self, storage_id: str) -> Iterator[Path]:
-        """Yield the checkpoint's directory after verifying every file against its manifest.
+        """Yield a temporary directory holding the checkpoint's files, each verified; removed after.
 
         Example::
 
             with checkpoint.restore_path(info.latest_checkpoint) as path:
                 model.load_state_dict(torch.load(path / "model.pt"))
         """
-        directory, files = self._locate(storage_id)
-        verify(directory, files, storage_id)
-        yield directory
+        from stalwart.checkpoint import restore_directory
+
+        backend, manifest = self._locate(storage_id)
+        staging = Path(tempfile.mkdtemp(prefix=f"stalwart-restore-{manifest['uuid'][:8]}-"))
+        try:
+            restore_directory(backend, manifest, staging)
+            yield staging
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def download(self, storage_id: str, ckpt_dir: str | os.PathLike[str]) -> None:
+        """Write a verified copy of the checkpoint's files into ``ckpt_dir``.
+
+        Example::
+
+            checkpoint.download(uuid, "restored/")
+        """
+        from stalwart.checkpoint import restore_directory
+
+        backend, manifest = self._locate(storage_id)
+        restore_directory(backend, manifest, Path(ckpt_dir))
 
     def get_metadata(self, storage_id: str) -> dict[str, Any]:
         """The metadata a checkpoint was stored with (including ``steps_completed``).
@@ -307,37 +386,25 @@ class CheckpointContext:
 
             steps = checkpoint.get_metadata(uuid)["steps_completed"]
         """
-        uuid = _check_uuid(storage_id)
+        from stalwart.checkpoint._manifest import check_uuid
+
+        uuid = check_uuid(storage_id)
         if self._session is not None:
             metadata = self._record(uuid).get("metadata")
             if isinstance(metadata, dict):
                 return metadata
-        directory, _ = self._locate(uuid)
+        _, manifest = self._locate(uuid)
+        metadata = manifest.get("metadata")
+        if not isinstance(metadata, dict):
+            raise CheckpointCorrupted(f"checkpoint {uuid}: manifest has no metadata object")
+        return metadata
+
+    def close(self) -> None:
+        """Wait for saves in flight, raise the first failure, and release buffers and storage."""
         try:
-            data = json.loads((directory / METADATA).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise CheckpointCorrupted(f"checkpoint {uuid}: cannot read {METADATA} ({exc})") from None
-        if not isinstance(data, dict):
-            raise CheckpointCorrupted(f"checkpoint {uuid}: {METADATA} is not an object")
-        return data
-
-    def upload(self, ckpt_dir: str | os.PathLike[str], metadata: Mapping[str, Any]) -> str:
-        """Copy an existing directory into a new checkpoint; return its uuid.
-
-        Example::
-
-            uuid = checkpoint.upload("out/", {"steps_completed": step})
-        """
-        with self.store_path(metadata) as (path, uuid):
-            shutil.copytree(ckpt_dir, path, dirs_exist_ok=True)
-        return uuid
-
-    def download(self, storage_id: str, ckpt_dir: str | os.PathLike[str]) -> None:
-        """Copy a verified checkpoint into ``ckpt_dir``.
-
-        Example::
-
-            checkpoint.download(uuid, "restored/")
-        """
-        with self.restore_path(storage_id) as path:
-            shutil.copytree(path, ckpt_dir, dirs_exist_ok=True)
+            if self._writer is not None:
+                self._writer.close()
+        finally:
+            for backend in self._backends.values():
+                backend.close()
+            self._backends.clear()

@@ -86,11 +86,19 @@ class Context:
             self._log.exception("while closing after %s", exc_type.__name__ if exc_type else "an error")
 
     def close(self) -> None:
-        """Flush metrics (raising a delivery failure nobody has seen yet) and stop background threads."""
+        """Finish checkpoints in flight and flush metrics (raising a failure nobody has seen yet),
+        then stop background threads."""
         if self._closed:
             return
         self._closed = True
         self.preempt.close()
+        try:
+            # Checkpoints first: registering one needs the session closed below.
+            self.checkpoint.close()
+        finally:
+            self._close_rest()
+
+    def _close_rest(self) -> None:
         try:
             if self._shipper is not None:
                 self._shipper.close()
@@ -181,12 +189,17 @@ def init(
         train=train,
         checkpoint=CheckpointContext(
             storage=storage,
-            session=session if is_chief else None,
+            # Every rank reads checkpoint records; only the chief registers them.
+            session=session,
             trial_id=info.trial_id,
             allocation_id=info.allocation_id,
             parent_uuid=info.latest_checkpoint,
             is_chief=is_chief,
             log=log,
+            rank=distributed.rank,
+            world_size=distributed.size,
+            # What every rank derives the same checkpoint uuids from (see CheckpointWriter).
+            run_key=info.allocation_id or os.environ.get("STALWART_RUN_KEY") or None,
         ),
         searcher=SearcherContext(
             session=session,

@@ -28,6 +28,8 @@ class ClusterInfo:
     hparams: dict[str, Any]
     latest_checkpoint: str | None
     checkpoint_storage: dict[str, Any] | None
+    # The experiment's stored config (defaults filled in), e.g. for a trainer's checkpoint policy.
+    experiment_config: dict[str, Any] | None = None
     slot_uuids: list[str] = field(default_factory=list)
     allocation_token: str | None = field(default=None, repr=False)
 
@@ -79,6 +81,7 @@ def read_cluster_info(env: Mapping[str, str] | None = None) -> ClusterInfo:
         hparams=_json_object(env, "STALWART_HPARAMS") or {},
         latest_checkpoint=env.get("STALWART_LATEST_CHECKPOINT", "").strip() or None,
         checkpoint_storage=_json_object(env, "STALWART_CHECKPOINT_STORAGE"),
+        experiment_config=_json_object(env, "STALWART_EXPERIMENT_CONFIG"),
         slot_uuids=[s for s in slots.split(",") if s],
         allocation_token=env.get("STALWART_ALLOCATION_TOKEN") or None,
     )

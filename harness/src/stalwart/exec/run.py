@@ -39,6 +39,7 @@ EXIT_CANNOT_EXECUTE = 126
 EXIT_NOT_FOUND = 127
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _PR_SET_PDEATHSIG = 1
+MAX_ENV_VALUE = 100_000  # characters; the kernel's limit for one variable is 128 KiB
 
 logger = logging.getLogger("stalwart.exec")
 
@@ -82,6 +83,16 @@ def trial_env(info: Mapping[str, Any], base: Mapping[str, str]) -> dict[str, str
     """The child's environment: the runner's own plus the ``STALWART_*`` trial variables."""
     config = info.get("config") or {}
     storage = info.get("checkpoint_storage") or (config.get("checkpoint_storage") if config else None)
+    config_json = json.dumps(config) if config else ""
+    if len(config_json) > MAX_ENV_VALUE:
+        # Linux refuses to start a process with one variable over 128 KiB; a trial without the
+        # config (trainers fall back to their defaults) beats a trial that cannot start.
+        logger.warning(
+            "experiment config is %d bytes of JSON, over %d: STALWART_EXPERIMENT_CONFIG is left empty",
+            len(config_json),
+            MAX_ENV_VALUE,
+        )
+        config_json = ""
     env = dict(base)
     env.update(
         {
@@ -92,6 +103,7 @@ def trial_env(info: Mapping[str, Any], base: Mapping[str, str]) -> dict[str, str
             "STALWART_HPARAMS": json.dumps(info.get("hparams") or {}),
             "STALWART_LATEST_CHECKPOINT": str(info.get("latest_checkpoint") or ""),
             "STALWART_CHECKPOINT_STORAGE": json.dumps(storage) if storage else "",
+            "STALWART_EXPERIMENT_CONFIG": config_json,
             "STALWART_SLOT_UUIDS": ",".join(str(uuid) for uuid in info.get("slot_uuids") or []),
             # Log lines must reach the agent as they are written, not when a buffer fills.
             "PYTHONUNBUFFERED": "1",

@@ -16,6 +16,8 @@ from stalwart_master.errors import Forbidden
 from stalwart_master.schemas.allocations import (
     CheckpointIn,
     CheckpointOut,
+    CorruptIn,
+    CorruptOut,
     LogsIn,
     MetricsIn,
     ProgressIn,
@@ -25,6 +27,7 @@ from stalwart_master.schemas.allocations import (
 )
 from stalwart_master.schemas.common import problem_responses
 from stalwart_master.services import allocations as allocations_service
+from stalwart_master.services import checkpoints as checkpoints_service
 from stalwart_master.services import trials as trials_service
 
 router = APIRouter(
@@ -145,6 +148,7 @@ def searcher_completed(
     "/checkpoints", status_code=201, response_model=CheckpointOut, responses=problem_responses(409, 422)
 )
 def register_checkpoint(body: CheckpointIn, allocation: AllocationDep, session: SessionDep) -> CheckpointOut:
+    """409 means already registered: a retried registration treats it as success."""
     _trial_of(allocation, body.trial_id)
     trial = trials_service.get_trial(session, body.trial_id, for_update=True)
     checkpoint = trials_service.register_checkpoint(
@@ -154,9 +158,39 @@ def register_checkpoint(body: CheckpointIn, allocation: AllocationDep, session: 
         allocation_id=allocation.id,
         steps_completed=body.steps_completed,
         storage=body.storage,
-        manifest=body.manifest.model_dump(),
+        manifest=body.manifest.model_dump(exclude_unset=True),  # stored as the harness wrote it
         metadata=body.metadata,
         parent_uuid=body.parent_uuid,
     )
     session.commit()
     return checkpoint_out(checkpoint)
+
+
+@router.post(
+    "/allocations/{allocation_id}/checkpoints",
+    status_code=201,
+    response_model=CheckpointOut,
+    responses=problem_responses(409, 422),
+)
+def register_allocation_checkpoint(
+    allocation_id: AllocationId, body: CheckpointIn, allocation: AllocationDep, session: SessionDep
+) -> CheckpointOut:
+    """The same as ``POST /checkpoints``, addressed by the allocation that wrote it."""
+    _own(allocation, allocation_id)
+    return register_checkpoint(body, allocation, session)
+
+
+@router.post("/allocations/{allocation_id}/checkpoints/{checkpoint_uuid}/corrupt", response_model=CorruptOut)
+def report_corrupt_checkpoint(
+    allocation_id: AllocationId,
+    checkpoint_uuid: UUID,
+    body: CorruptIn,
+    allocation: AllocationDep,
+    session: SessionDep,
+) -> CorruptOut:
+    """A restore found the checkpoint unreadable: it becomes CORRUPTED and the trial's latest
+    checkpoint moves to the newest COMPLETED one left, which is returned for the next try."""
+    _own(allocation, allocation_id)
+    fallback = checkpoints_service.report_corrupt(session, allocation, checkpoint_uuid, body.reason)
+    session.commit()
+    return CorruptOut(latest_checkpoint=fallback)

@@ -13,7 +13,9 @@ from stalwart_master.schemas.experiments import (
     ExperimentDetail,
     ExperimentOut,
     ExperimentPatch,
+    GCPolicyPatch,
 )
+from stalwart_master.services import checkpoints as checkpoints_service
 from stalwart_master.services import experiments as experiments_service
 from stalwart_master.services.experiments import ExperimentFilter, OrderBy
 from stalwart_master.services.states import ExperimentState
@@ -98,6 +100,26 @@ def patch_experiment(
     )
     session.commit()
     return ExperimentDetail.model_validate(experiment)
+
+
+@router.patch(
+    "/{experiment_id}/gc-policy", response_model=ExperimentDetail, responses=problem_responses(403, 409, 422)
+)
+def set_gc_policy(
+    experiment_id: ExperimentId, body: GCPolicyPatch, user: CurrentUser, session: SessionDep
+) -> ExperimentDetail:
+    """Change save_experiment_best / save_trial_best / save_trial_latest; GC runs with them at once."""
+    experiment = checkpoints_service.set_gc_policy(
+        session,
+        user,
+        experiment_id,
+        save_experiment_best=body.save_experiment_best,
+        save_trial_best=body.save_trial_best,
+        save_trial_latest=body.save_trial_latest,
+    )
+    answer = ExperimentDetail.model_validate(experiment)
+    session.commit()
+    return answer
 
 
 def _verb_route(verb: str) -> None:

@@ -17,9 +17,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from stalwart_master.api.deps import CurrentUser, SessionDep, require_token
+from stalwart_master.db.orm import Checkpoint
 from stalwart_master.schemas.allocations import CheckpointOut, checkpoint_out
 from stalwart_master.schemas.common import problem_responses
 from stalwart_master.services import allocations as allocations_service
+from stalwart_master.services import checkpoints as checkpoints_service
 from stalwart_master.services import experiments as experiments_service
 from stalwart_master.services import trials as trials_service
 
@@ -44,6 +46,7 @@ class TrialOut(BaseModel):
     steps_completed: int
     progress: float
     latest_checkpoint: uuid.UUID | None
+    warm_start_checkpoint: uuid.UUID | None
     best_validation: float | None
     end_reason: str
     created_at: dt.datetime
@@ -84,17 +87,46 @@ def trial_metrics(
     return Response(json.dumps({"items": rows}, allow_nan=True), media_type="application/json")
 
 
+def _described(session: Session, checkpoints: list[Checkpoint]) -> list[CheckpointOut]:
+    found = checkpoints_service.details(session, checkpoints)
+    return [
+        checkpoint_out(
+            c,
+            found[c.uuid].experiment_id,
+            model_versions=found[c.uuid].model_versions,
+            searcher_metric=found[c.uuid].searcher_metric,
+        )
+        for c in checkpoints
+    ]
+
+
 @router.get("/experiments/{experiment_id}/checkpoints", response_model=list[CheckpointOut])
 def list_checkpoints(experiment_id: ExperimentId, _: CurrentUser, session: SessionDep) -> list[CheckpointOut]:
+    """Every checkpoint, DELETED and CORRUPTED ones included (``state`` tells them apart)."""
     experiments_service.get_experiment(session, experiment_id)
-    return [checkpoint_out(c, experiment_id) for c in trials_service.list_checkpoints(session, experiment_id)]
+    return _described(session, trials_service.list_checkpoints(session, experiment_id))
 
 
 @router.get("/checkpoints/{checkpoint_uuid}", response_model=CheckpointOut)
 def get_checkpoint(checkpoint_uuid: uuid.UUID, session: SessionDep) -> CheckpointOut:
-    checkpoint = trials_service.get_checkpoint(session, checkpoint_uuid)
-    trial = trials_service.get_trial(session, checkpoint.trial_id)
-    return checkpoint_out(checkpoint, trial.experiment_id)
+    return _described(session, [trials_service.get_checkpoint(session, checkpoint_uuid)])[0]
+
+
+@router.delete(
+    "/checkpoints/{checkpoint_uuid}",
+    response_model=CheckpointOut,
+    status_code=202,
+    responses=problem_responses(403, 409),
+)
+def delete_checkpoint(checkpoint_uuid: uuid.UUID, user: CurrentUser, session: SessionDep) -> CheckpointOut:
+    """Accepted: GC deletes the storage in the background, then the checkpoint turns DELETED.
+
+    409 when a model version registers it or a trial that has not ended warm-starts from it.
+    """
+    checkpoint = checkpoints_service.delete_checkpoint(session, user, checkpoint_uuid)
+    answer = _described(session, [checkpoint])[0]
+    session.commit()
+    return answer
 
 
 @router.get("/trials/{trial_id}/logs", responses={200: {"content": {"application/x-ndjson": {}}}})

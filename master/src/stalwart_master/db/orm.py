@@ -210,6 +210,8 @@ class Trial(Base):
     steps_completed: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     progress: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     latest_checkpoint: Mapped[UUID | None] = mapped_column(Uuid)
+    # The checkpoint the trial starts from until it has its own (searcher.source_*); never GC'd.
+    warm_start_checkpoint: Mapped[UUID | None] = mapped_column(Uuid, index=True)
     best_validation: Mapped[float | None] = mapped_column(Float)
     searcher_metric: Mapped[float | None] = mapped_column(Float)
     end_reason: Mapped[str] = mapped_column(Text, default="", server_default="")
@@ -292,11 +294,20 @@ class MetricBatch(Base):
     received_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
 
 
+CHECKPOINT_STATES = ("COMPLETED", "DELETED", "CORRUPTED")
+
+
 class Checkpoint(Base):
+    """A committed checkpoint; DELETED once GC removed its manifest, CORRUPTED when a restore failed."""
+
     __tablename__ = "checkpoints"
+    __table_args__ = (
+        CheckConstraint(_in("state", CHECKPOINT_STATES), name="state_valid"),
+        Index("ix_checkpoints_trial_id_steps_completed", "trial_id", "steps_completed"),
+    )
 
     uuid: Mapped[UUID] = mapped_column(Uuid, primary_key=True)
-    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"), index=True)
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"))
     allocation_id: Mapped[UUID | None] = mapped_column(ForeignKey("allocations.id", ondelete="SET NULL"))
     steps_completed: Mapped[int] = mapped_column(BigInteger)
     state: Mapped[str] = mapped_column(String(32))
@@ -307,6 +318,29 @@ class Checkpoint(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     parent_uuid: Mapped[UUID | None] = mapped_column(Uuid)
     created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+    deleted_at: Mapped[dt.datetime | None]
+    corrupt_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class GCRequest(Base):
+    """Outbox of checkpoint GC: written in the caller's transaction, published to Celery after commit.
+
+    ``published_at`` stays NULL while the broker could not be reached; the scheduler thread publishes
+    such rows again. ``checkpoint_uuids`` set means an explicit delete of exactly those checkpoints.
+    """
+
+    __tablename__ = "gc_requests"
+    __table_args__ = (Index("ix_gc_requests_pending", "id", postgresql_where=text("done_at IS NULL")),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"), index=True)
+    checkpoint_uuids: Mapped[list[UUID] | None] = mapped_column(ARRAY(Uuid))
+    reason: Mapped[str] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+    published_at: Mapped[dt.datetime | None]
+    done_at: Mapped[dt.datetime | None]
 
 
 class LogBatch(Base):
@@ -330,3 +364,47 @@ class TrialLog(Base):
     stream: Mapped[str] = mapped_column(String(16))
     ts: Mapped[dt.datetime]
     message: Mapped[str] = mapped_column(Text)
+
+
+class Model(Base):
+    """A named entry of the model registry; its versions point at checkpoints."""
+
+    __tablename__ = "models"
+    __mapper_args__ = {"eager_defaults": True}
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="", server_default="")
+    labels: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list, server_default="{}")
+    # "metadata" is reserved on declarative classes; the column keeps the user's word.
+    model_metadata: Mapped[dict[str, Any]] = mapped_column(
+        "metadata", JSONB, default=dict, server_default=text("'{}'::jsonb")
+    )
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+    updated_at: Mapped[dt.datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+
+    user: Mapped[User] = relationship(lazy="joined", innerjoin=True)
+
+
+class ModelVersion(Base):
+    """A checkpoint registered under a model; the restricting foreign key keeps it from deletion."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("model_id", "version", name="uq_model_versions_model_id_version"),)
+    __mapper_args__ = {"eager_defaults": True}
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    version: Mapped[int]
+    checkpoint_uuid: Mapped[UUID] = mapped_column(ForeignKey("checkpoints.uuid"), index=True)
+    comment: Mapped[str] = mapped_column(Text, default="", server_default="")
+    labels: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list, server_default="{}")
+    version_metadata: Mapped[dict[str, Any]] = mapped_column(
+        "metadata", JSONB, default=dict, server_default=text("'{}'::jsonb")
+    )
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+
+    model: Mapped[Model] = relationship(lazy="joined", innerjoin=True)
+    user: Mapped[User] = relationship(lazy="joined", innerjoin=True)

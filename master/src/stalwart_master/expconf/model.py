@@ -96,6 +96,12 @@ class Period(Section):
         raise AssertionError("a validated Period always has a unit")
 
 
+class TimePeriod(Section):
+    """A wall-clock interval, e.g. ``{minutes: 30}``: how often to checkpoint whatever else happens."""
+
+    minutes: float = Field(gt=0, description="Minutes between checkpoints; fractions allowed.")
+
+
 def _period_from_int(value: Any) -> Any:
     # Determined also accepts a bare number for the deprecated max_length; read it as batches.
     if isinstance(value, int) and not isinstance(value, bool):
@@ -184,6 +190,15 @@ class _StorageBase(Section):
     save_trial_best: int = Field(default=1, ge=0, description="Keep the N best checkpoints of each trial.")
     save_trial_latest: int = Field(
         default=1, ge=0, description="Keep the N latest checkpoints of each trial."
+    )
+    compression: Literal["none", "zstd"] = Field(
+        default="none", description="Compress checkpoint chunks (zstd pays off for sparse or int data)."
+    )
+    chunk_size: int = Field(
+        default=8 * 2**20,
+        ge=64 * 2**10,
+        le=2**30,
+        description="Bytes per chunk: unchanged chunks are stored once across checkpoints.",
     )
 
 
@@ -396,6 +411,9 @@ class ExperimentConfig(Section):
     checkpoint_policy: Literal["best", "all", "none"] = "best"
     min_validation_period: Period = Field(default_factory=lambda: Period(batches=0))
     min_checkpoint_period: Period = Field(default_factory=lambda: Period(batches=0))
+    checkpoint_period: TimePeriod | None = Field(
+        default=None, description="Also checkpoint every this many minutes of training (wall clock)."
+    )
     max_restarts: int = Field(
         default=5, ge=0, description="Retries of a failed trial from its latest checkpoint."
     )

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 
-from stalwart_master.db.session import unit_of_work
+from stalwart_master.db.session import session_factory, unit_of_work
 from stalwart_master.jobs.app import celery_app
+from stalwart_master.jobs.gc import purge_checkpoints
 from stalwart_master.services import experiments as experiments_service
+from stalwart_master.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -14,6 +16,10 @@ log = logging.getLogger(__name__)
 @celery_app.task(name="stalwart.delete_experiment", bind=True, max_retries=5, default_retry_delay=5)
 def delete_experiment(self, experiment_id: int) -> bool:  # type: ignore[no-untyped-def]
     try:
+        # Storage first, as Determined does: deleting the rows first would orphan the files.
+        purge_checkpoints(
+            session_factory(), experiment_id, grace_seconds=get_settings().gc.chunk_grace_seconds
+        )
         with unit_of_work() as session:
             return experiments_service.delete_experiment_now(session, experiment_id)
     except Exception as exc:

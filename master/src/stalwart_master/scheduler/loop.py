@@ -9,6 +9,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import time
+from collections.abc import Callable
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
@@ -32,12 +34,20 @@ def schedule_once(session: Session, reconnect_wait: dt.timedelta) -> None:
 
 
 class SchedulerThread:
+    """``chores`` are (interval seconds, function) pairs run between passes, e.g. republishing the GC
+    requests a dead broker never got; each is cheap when there is nothing to do."""
+
     def __init__(
-        self, sessions: sessionmaker[Session], tick_seconds: float, reconnect_wait: dt.timedelta
+        self,
+        sessions: sessionmaker[Session],
+        tick_seconds: float,
+        reconnect_wait: dt.timedelta,
+        chores: list[tuple[float, Callable[[], object]]] | None = None,
     ) -> None:
         self._sessions = sessions
         self._tick = tick_seconds
         self._reconnect_wait = reconnect_wait
+        self._chores = [(interval, chore, [0.0]) for interval, chore in chores or []]
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="scheduler", daemon=True)
@@ -65,3 +75,15 @@ class SchedulerThread:
                     schedule_once(session, self._reconnect_wait)
             except Exception:  # the loop must outlive a bad pass (e.g. the database restarting)
                 log.exception("scheduling pass failed; retrying on the next tick")
+            self._run_chores()
+
+    def _run_chores(self) -> None:
+        now = time.monotonic()
+        for interval, chore, next_run in self._chores:
+            if now < next_run[0]:
+                continue
+            next_run[0] = now + interval
+            try:
+                chore()
+            except Exception:
+                log.exception("scheduler chore %s failed; retrying in %.0fs", chore, interval)

@@ -65,16 +65,31 @@ class SearcherCompletedIn(BaseModel):
     metric: float
 
 
+class ManifestChunk(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    digest: str = Field(pattern=r"^[0-9a-f]{16,128}$")
+    size: int = Field(ge=0)
+    stored: int | None = Field(default=None, ge=0)
+
+
 class ManifestFile(BaseModel):
+    """A file of the chunk-store format (``chunks``) or of the older whole-file one (``sha256``)."""
+
+    model_config = ConfigDict(extra="allow")
+
     path: str = Field(min_length=1, max_length=4096)
     size: int = Field(ge=0)
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    chunks: list[ManifestChunk] | None = Field(default=None, max_length=10_000_000)
 
 
 class Manifest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     files: list[ManifestFile] = Field(min_length=1, max_length=1_000_000)
+    size: int | None = Field(default=None, ge=0)
+    stored_size: int | None = Field(default=None, ge=0)
 
 
 class CheckpointIn(BaseModel):
@@ -96,16 +111,32 @@ class CheckpointOut(BaseModel):
     experiment_id: int | None = None
     allocation_id: UUID | None
     steps_completed: int
-    state: str
+    state: str = Field(description="COMPLETED, DELETED (storage removed by GC) or CORRUPTED.")
     storage: dict[str, Any]
     manifest: dict[str, Any]
     metadata: dict[str, Any]
-    size: int
+    size: int = Field(description="Bytes the checkpoint holds (before compression and dedup).")
+    stored_size: int | None = Field(description="Bytes of the distinct chunks it references, as stored.")
     parent_uuid: UUID | None
     created_at: dt.datetime
+    deleted_at: dt.datetime | None = None
+    corrupt_reason: str | None = None
+    model_versions: list[str] = Field(
+        default_factory=list, description='"name:version" of each model version protecting it from GC.'
+    )
+    searcher_metric: float | None = Field(
+        default=None, description="The searcher metric validated at the same step, if any."
+    )
 
 
-def checkpoint_out(checkpoint: Any, experiment_id: int | None = None) -> CheckpointOut:
+def checkpoint_out(
+    checkpoint: Any,
+    experiment_id: int | None = None,
+    *,
+    model_versions: list[str] | None = None,
+    searcher_metric: float | None = None,
+) -> CheckpointOut:
+    stored = checkpoint.manifest.get("stored_size") if isinstance(checkpoint.manifest, dict) else None
     return CheckpointOut(
         uuid=checkpoint.uuid,
         trial_id=checkpoint.trial_id,
@@ -117,6 +148,23 @@ def checkpoint_out(checkpoint: Any, experiment_id: int | None = None) -> Checkpo
         manifest=checkpoint.manifest,
         metadata=checkpoint.user_metadata,
         size=checkpoint.size,
+        stored_size=int(stored) if isinstance(stored, int) else None,
         parent_uuid=checkpoint.parent_uuid,
         created_at=checkpoint.created_at,
+        deleted_at=checkpoint.deleted_at,
+        corrupt_reason=checkpoint.corrupt_reason,
+        model_versions=model_versions or [],
+        searcher_metric=searcher_metric,
+    )
+
+
+class CorruptIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Text = Field(min_length=1, max_length=4000)
+
+
+class CorruptOut(BaseModel):
+    latest_checkpoint: UUID | None = Field(
+        description="The trial's newest COMPLETED checkpoint other than the reported one, or null."
     )

@@ -44,6 +44,16 @@ class ExperimentPatch(BaseModel):
         return labels
 
 
+class GCPolicyPatch(BaseModel):
+    """New checkpoint GC values; an unset field keeps its current value."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    save_experiment_best: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    save_trial_best: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    save_trial_latest: int | None = Field(default=None, ge=0, le=2**31 - 1)
+
+
 class ExperimentOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 

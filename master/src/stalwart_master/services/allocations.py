@@ -29,6 +29,8 @@ from stalwart_master.errors import Forbidden, NotFound
 from stalwart_master.expconf import ExperimentConfig
 from stalwart_master.scheduler import DEFAULT_PRIORITY, AgentCapacity, Request, Running, SlotRef, plan
 from stalwart_master.searcher import Create, Searcher, make_searcher
+from stalwart_master.services import gc as gc_service
+from stalwart_master.services import lineage as lineage_service
 from stalwart_master.services import users as users_service
 from stalwart_master.services.states import STOPPING, TERMINAL, ExperimentState
 
@@ -50,7 +52,9 @@ def _searcher(experiment: Experiment) -> Searcher:
     return Searcher.restore(config, experiment.searcher_state)
 
 
-def _create_trials(session: Session, experiment: Experiment, ops: list[Any]) -> None:
+def _create_trials(
+    session: Session, experiment: Experiment, ops: list[Any], warm_start: uuid.UUID | None
+) -> None:
     for op in ops:
         if isinstance(op, Create):
             session.add(
@@ -60,14 +64,20 @@ def _create_trials(session: Session, experiment: Experiment, ops: list[Any]) -> 
                     hparams=op.hparams,
                     seed=op.trial_seed,
                     state=ExperimentState.ACTIVE,
+                    warm_start_checkpoint=warm_start,
                 )
             )
 
 
 def start_searcher(session: Session, experiment: Experiment) -> None:
-    """At creation: the searcher's first trials are recorded at once (they wait for slots)."""
+    """At creation: the searcher's first trials are recorded at once (they wait for slots).
+
+    A warm-start source (``searcher.source_*``) is resolved here, once: an unusable one refuses
+    the experiment (422 naming the field).
+    """
+    warm_start = lineage_service.resolve_warm_start(session, experiment.config)
     searcher = make_searcher(_config(experiment))
-    _create_trials(session, experiment, searcher.initial_operations())
+    _create_trials(session, experiment, searcher.initial_operations(), warm_start)
     experiment.searcher_state = searcher.state()
     session.flush()
 
@@ -168,9 +178,10 @@ def finish_allocation(session: Session, allocation: Allocation, exit_code: int |
     )
     if outcome.closes_trial:
         trial.ended_at = utcnow()
+        gc_service.request_gc(session, experiment.id, f"trial {trial.id} ended {trial.state}")
         searcher = _searcher(experiment)
         ops = searcher.on_trial_closed(trial.request_id)
-        _create_trials(session, experiment, ops)
+        _create_trials(session, experiment, ops, lineage_service.warm_start_of(session, experiment))
         experiment.searcher_state = searcher.state()
     session.flush()
     settle_experiment(session, experiment)
@@ -195,6 +206,7 @@ def settle_experiment(session: Session, experiment: Experiment) -> None:
             ExperimentState.STOPPING_ERROR: ExperimentState.ERROR,
         }[state]
         experiment.ended_at = utcnow()
+        gc_service.request_gc(session, experiment.id, f"experiment ended {experiment.state}")
         return
     shut_down = experiment.searcher_state is not None and _searcher(experiment).is_shut_down
     if shut_down and all(t.state in TERMINAL for t in trials):
@@ -204,6 +216,7 @@ def settle_experiment(session: Session, experiment: Experiment) -> None:
             else ExperimentState.ERROR
         )
         experiment.ended_at = utcnow()
+        gc_service.request_gc(session, experiment.id, f"experiment ended {experiment.state}")
         log.info("experiment %s %s", experiment.id, experiment.state)
 
 
@@ -430,6 +443,7 @@ def trial_info(session: Session, allocation: Allocation) -> dict[str, Any]:
         .where(AllocationSlot.allocation_id == allocation.id)
         .order_by(Slot.index)
     ).all()
+    start = trial.latest_checkpoint or trial.warm_start_checkpoint
     return {
         "allocation_id": str(allocation.id),
         "trial_id": trial.id,
@@ -438,7 +452,10 @@ def trial_info(session: Session, allocation: Allocation) -> dict[str, Any]:
         "trial_seed": trial.seed,
         "hparams": trial.hparams,
         "config": experiment.config,
-        "latest_checkpoint": str(trial.latest_checkpoint) if trial.latest_checkpoint else None,
+        # Until the trial has a checkpoint of its own it starts from its warm-start one, which the
+        # harness then records as the parent of what it saves: the lineage link across experiments.
+        "latest_checkpoint": str(start) if start else None,
+        "warm_start_checkpoint": str(trial.warm_start_checkpoint) if trial.warm_start_checkpoint else None,
         "steps_completed": trial.steps_completed,
         "context_sha256": experiment.context_sha256,
         "entrypoint": experiment.config.get("entrypoint"),

@@ -10,10 +10,11 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from stalwart_master.db.orm import Experiment, User, utcnow
-from stalwart_master.errors import Forbidden, InvalidTransition, NotFound
+from stalwart_master.errors import Conflict, Forbidden, InvalidTransition, NotFound
 from stalwart_master.expconf import parse_experiment_config
 from stalwart_master.services import allocations as allocations_service
 from stalwart_master.services import contexts as contexts_service
+from stalwart_master.services import models as models_service
 from stalwart_master.services.states import TERMINAL, ExperimentState, next_state
 
 log = logging.getLogger(__name__)
@@ -142,6 +143,11 @@ def apply_verb(session: Session, actor: User, experiment_id: int, verb: str) -> 
     experiment = get_experiment(session, experiment_id, for_update=True)
     _require_owner(actor, experiment)
     target = next_state(verb, experiment.state)
+    if verb == "delete" and (registered := models_service.versions_in_experiment(session, experiment.id)):
+        raise Conflict(
+            f"experiment {experiment.id} has checkpoints registered as model versions "
+            f"({', '.join(registered[:5])}{', ...' if len(registered) > 5 else ''}); it cannot be deleted"
+        )
     if verb == "archive":
         experiment.archived = True
     elif verb == "unarchive":

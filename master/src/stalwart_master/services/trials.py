@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from stalwart_master.db.orm import Checkpoint, Experiment, LogBatch, Metric, MetricBatch, Trial, TrialLog
 from stalwart_master.errors import Conflict, ErrorList, NotFound
+from stalwart_master.services import gc as gc_service
 
 _NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
@@ -134,15 +135,21 @@ def register_checkpoint(
     metadata: dict[str, Any],
     parent_uuid: uuid.UUID | None,
 ) -> Checkpoint:
-    """Called only after the harness committed the manifest, so a registered checkpoint is complete."""
+    """Called only after the harness committed the manifest, so a registered checkpoint is complete.
+
+    Each registration also asks for a GC run: the trial's policy (save_trial_latest and the rest)
+    holds while it trains, not only once the experiment has ended.
+    """
     errors = ErrorList()
     files = manifest.get("files")
     if not isinstance(files, list) or not files:
         errors.add("manifest.files", "must list at least one file")
     else:
         for i, entry in enumerate(files):
-            if not isinstance(entry, dict) or not {"path", "size", "sha256"} <= set(entry):
-                errors.add(f"manifest.files.{i}", "needs path, size and sha256")
+            if not isinstance(entry, dict) or not {"path", "size"} <= set(entry):
+                errors.add(f"manifest.files.{i}", "needs path and size")
+            elif "chunks" not in entry and "sha256" not in entry:
+                errors.add(f"manifest.files.{i}", "needs chunks (or the sha256 of the whole file)")
     if steps_completed < 0:
         errors.add("steps_completed", "must be at least 0")
     errors.raise_if_any(title="Invalid checkpoint")
@@ -157,14 +164,15 @@ def register_checkpoint(
         storage=storage,
         manifest=manifest,
         user_metadata=metadata,
-        size=sum(int(f["size"]) for f in manifest["files"]),
+        size=int(manifest.get("size") or sum(int(f["size"]) for f in manifest["files"])),
         parent_uuid=parent_uuid,
     )
     session.add(checkpoint)
     latest = session.get(Checkpoint, trial.latest_checkpoint) if trial.latest_checkpoint else None
-    if latest is None or steps_completed >= latest.steps_completed:
+    if latest is None or latest.state != "COMPLETED" or steps_completed >= latest.steps_completed:
         trial.latest_checkpoint = checkpoint_uuid
     session.flush()
+    gc_service.request_gc(session, trial.experiment_id, "checkpoint registered")
     return checkpoint
 
 
