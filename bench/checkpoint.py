@@ -136,11 +136,11 @@ def timed_steps(step: Any, *, count: int | None = None, until: threading.Event |
     return times
 
 
-def run_size(gib: float, device: str, root: Path) -> dict[str, Any]:
+def run_size(gib: float, device: str, root: Path, threads: int | None) -> dict[str, Any]:
     nbytes = int(gib * (1 << 30))
     state = make_state(nbytes, device)
     size = state_bytes(state)
-    out: dict[str, Any] = {"gib": size / (1 << 30), "device": device}
+    out: dict[str, Any] = {"gib": size / (1 << 30), "device": device, "threads": threads}
     work = Path(tempfile.mkdtemp(prefix="ckpt-bench-", dir=root))
     try:
         out["disk_bytes_per_s"] = disk_bandwidth(work, size)
@@ -154,7 +154,7 @@ def run_size(gib: float, device: str, root: Path) -> dict[str, Any]:
         out["torch_save_s"] = time.perf_counter() - started
 
         storage = open_storage({"type": "directory", "container_path": str(work / "store")})
-        writer = CheckpointWriter(storage)
+        writer = CheckpointWriter(storage, threads=threads)
         stalls: list[float] = []
         persists: list[float] = []
         new_bytes: list[int] = []
@@ -176,7 +176,7 @@ def run_size(gib: float, device: str, root: Path) -> dict[str, Any]:
         writer.close()
         # A fresh writer whose buffers prepare() allocated beforehand (the trainer helper does this
         # after its first step): its first save should cost what a later one does.
-        writer = CheckpointWriter(storage)
+        writer = CheckpointWriter(storage, threads=threads)
         started = time.perf_counter()
         writer.prepare(state)
         out["prepare_s"] = time.perf_counter() - started
@@ -230,7 +230,8 @@ def run_size(gib: float, device: str, root: Path) -> dict[str, Any]:
 def report(r: dict[str, Any]) -> None:
     mb = 1 << 20
     ts = r["torch_save_s"]
-    print(f"\n== {r['gib']:.2f} GiB of float32 tensors on {r['device']} ==")
+    threads = r["threads"] or "default"
+    print(f"\n== {r['gib']:.2f} GiB of float32 tensors on {r['device']}, writer threads: {threads} ==")
     print(f"disk sequential write + fsync     {r['disk_bytes_per_s'] / mb:9.1f} MiB/s")
     print(f"torch.save + fsync                {ts:9.3f} s")
     later = r["stall_later_s"]
@@ -274,6 +275,7 @@ def main() -> int:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()), help="disk to measure")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--threads", type=int, help="writer threads (default: the engine's)")
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         print("--device cuda: no CUDA device here", file=sys.stderr)
@@ -293,7 +295,7 @@ def main() -> int:
                 f" about {need / (1 << 30):.1f} GiB needed =="
             )
             continue
-        result = run_size(gib, args.device, args.dir)
+        result = run_size(gib, args.device, args.dir, args.threads)
         report(result)
         results.append(result)
     if args.json:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -11,10 +12,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
 import psycopg
+from typer.testing import Result
 
 from stalwart_master.local.process import free_port  # noqa: F401 (tests import it from here)
 
@@ -196,3 +199,19 @@ def start_trial_run(database_url: str, trial_id: int) -> tuple[str, str]:
             return str(allocation.id), secret
     finally:
         engine.dispose()
+
+
+def one_error_line(result: Result, *fragments: str) -> str:
+    """A CLI failure as users must see it: exit 1, one ``Error:`` line naming the problem, no traceback."""
+    assert result.exit_code == 1, (result.exit_code, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def as_json(result: Result) -> Any:
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)

@@ -22,7 +22,7 @@ from typer.testing import CliRunner, Result
 
 from stalwart.cli.main import app
 
-from support import SIMPLE_CONFIG, wait_for
+from support import SIMPLE_CONFIG, as_json, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -96,11 +96,6 @@ def create(cli: Cli, model: tuple[Path, Path], *flags: str) -> dict[str, Any]:
     assert result.exit_code == 0, result.stderr
     data: dict[str, Any] = json.loads(result.stdout)
     return data
-
-
-def as_json(result: Result) -> Any:
-    assert result.exit_code == 0, result.stderr
-    return json.loads(result.stdout)
 
 
 def test_login_whoami_logout_and_a_revoked_token(cli: Cli, live_master: Any, config_dir: Path) -> None:

@@ -3,7 +3,6 @@ are reported through the allocation routes as a trial would, without storage beh
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,6 +21,8 @@ from stalwart_master.db.orm import Checkpoint
 from stalwart_master.db.session import get_engine
 from stalwart_master.settings import get_settings
 
+from support import as_json, one_error_line
+
 pytestmark = pytest.mark.e2e
 
 Cli = Callable[..., Result]
@@ -33,21 +34,6 @@ def config(searcher: str = "", lr: float = 0.1) -> str:
         f"name: cli-model-{uuid.uuid4().hex[:8]}\nentrypoint: python3 train.py\n"
         f"hyperparameters: {{lr: {lr}}}\nsearcher: {{name: single, metric: loss{extra}}}\n"
     )
-
-
-def one_error_line(result: Result, *fragments: str) -> str:
-    assert result.exit_code == 1, (result.exit_code, result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr + result.stdout
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
-
-
-def as_json(result: Result) -> Any:
-    assert result.exit_code == 0, result.stderr
-    return json.loads(result.stdout)
 
 
 def ok(result: Result) -> str:

@@ -4,7 +4,6 @@ real master process (no agent process: agents are registered by hand through the
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from typer.testing import CliRunner, Result
 from stalwart.cli.main import app
 from stalwart.client import Client
 
-from support import SIMPLE_CONFIG, wait_for
+from support import SIMPLE_CONFIG, as_json, one_error_line, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -29,21 +28,6 @@ CONFIG = SIMPLE_CONFIG.replace("{description}", "made by test_cli_trials")
 STALWART = Path(sys.executable).with_name("stalwart")
 MISSING = "2000000000"
 Cli = Callable[..., Result]
-
-
-def one_error_line(result: Result, *fragments: str) -> str:
-    assert result.exit_code == 1, (result.exit_code, result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr + result.stdout
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
-
-
-def as_json(result: Result) -> Any:
-    assert result.exit_code == 0, result.stderr
-    return json.loads(result.stdout)
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from stalwart.client import Client
 from stalwart.core._checkpoint import CheckpointContext
 from stalwart.core._http import AllocationSession
 
-from support import start_trial_run
+from support import one_error_line, start_trial_run
 
 pytestmark = pytest.mark.e2e
 
@@ -31,16 +31,6 @@ searcher: {{name: single, metric: loss, smaller_is_better: true}}
 resources: {{resource_pool: no-agents-here, slots_per_trial: 0}}
 checkpoint_storage: {storage}
 """
-
-
-def _one_error_line(result: Result, *fragments: str) -> str:
-    assert result.exit_code == 1, (result.exit_code, result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr + result.stdout
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def test_verify_and_download_a_registered_checkpoint(
@@ -96,6 +86,6 @@ def test_verify_and_download_a_registered_checkpoint(
     data[1000] ^= 0xFF
     chunk.write_bytes(bytes(data))
     bad = cli("checkpoint", "verify", uuid)
-    _one_error_line(bad, "'state/model/w' chunk 0", digest)
-    _one_error_line(cli("checkpoint", "download", uuid, "-o", str(tmp_path / "again")), "state/model/w")
-    _one_error_line(cli("checkpoint", "verify", str(uuid_lib.uuid4())), "not found")
+    one_error_line(bad, "'state/model/w' chunk 0", digest)
+    one_error_line(cli("checkpoint", "download", uuid, "-o", str(tmp_path / "again")), "state/model/w")
+    one_error_line(cli("checkpoint", "verify", str(uuid_lib.uuid4())), "not found")

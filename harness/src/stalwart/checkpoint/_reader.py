@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import pickle
+import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -293,6 +294,8 @@ class _Destination:
     def __init__(self, entry: dict[str, Any]) -> None:
         self.entry = entry
         size = entry["size"]
+        self.remaining = 0  # chunks not read yet; the last reader moves the bytes to their device
+        self.on_device: Any = None
         self.flat: Any
         # Plain allocator memory, as torch.load uses: the allocator's warm, reused pages beat
         # fresh mappings when a process restores repeatedly.
@@ -320,9 +323,10 @@ class _Destination:
         dtype = getattr(torch, str(entry.get("dtype")), None)
         if not isinstance(dtype, torch.dtype):
             raise CheckpointCorrupted(f"file {entry['path']!r}: unknown torch dtype {entry.get('dtype')!r}")
-        tensor = self.flat.view(dtype).view(shape)
         device = _device_for(map_location, entry.get("device"))
-        if device is not None and str(device) != "cpu":
+        flat = self.flat if self.on_device is None else self.on_device
+        tensor = flat.view(dtype).view(shape)
+        if device is not None and str(device) != "cpu" and self.on_device is None:
             tensor = tensor.to(device)
         if entry.get("parameter"):
             return torch.nn.Parameter(tensor, requires_grad=bool(entry.get("requires_grad")))
@@ -390,12 +394,31 @@ def load_state(
         chunks.extend(_chunks_of(uuid, destination.entry))
     codec = _codec(manifest)
     skeleton_view = memoryview(skeleton)
+    for chunk in chunks:
+        if chunk.entry is not skeleton_entry:
+            destinations[chunk.entry["path"]].remaining += 1
+    counted = threading.Lock()
+
+    def moved(destination: _Destination) -> None:
+        # A tensor whose every chunk is verified goes to its GPU at once, on this reader thread,
+        # so host-to-device copies overlap the reading and hashing of the other tensors.
+        with counted:
+            destination.remaining -= 1
+            if destination.remaining:
+                return
+        if destination.entry["type"] != "tensor":
+            return
+        device = _device_for(map_location, destination.entry.get("device"))
+        if device is not None and str(device) != "cpu":
+            destination.on_device = destination.flat.to(device)
 
     def load(chunk: _Chunk) -> None:
         # Chunks go to disjoint slices, so the threads need no lock.
         view = skeleton_view if chunk.entry is skeleton_entry else destinations[chunk.entry["path"]].view
         assert view is not None
         read_chunk_into(storage, codec, chunk, view[chunk.offset : chunk.offset + chunk.size])
+        if chunk.entry is not skeleton_entry:
+            moved(destinations[chunk.entry["path"]])
 
     with ThreadPoolExecutor(threads, thread_name_prefix="stalwart-read") as pool:
         tasks = [pool.submit(load, chunk) for chunk in chunks]

@@ -61,6 +61,18 @@ _KNOWN_DIGESTS_LIMIT = 1_000_000
 OnCommit = Callable[[dict[str, Any]], None]
 
 
+def _default_threads() -> int:
+    """Writer threads: ``STALWART_CHECKPOINT_THREADS``, else 1.
+
+    Every writer thread competes with the training thread for the GIL each time it returns from
+    hashing or I/O. Measured on an H200 machine (docs/benchmarks.md): one thread persists at the
+    disk's speed and slows a launch-bound GPU step by 1 %; two or eight persist faster than the
+    disk can absorb but slow the step by 16-17 %.
+    """
+    value = os.environ.get("STALWART_CHECKPOINT_THREADS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else 1
+
+
 def _lower_priority() -> None:
     """Run checkpoint threads at nice 10, so persisting never competes with the training loop."""
     if not sys.platform.startswith("linux"):
@@ -193,7 +205,7 @@ class CheckpointWriter:
         self.on_commit = on_commit
         self.shard_timeout = shard_timeout
         self._log = log or logger
-        self._threads = threads or min(8, max(2, os.cpu_count() or 2))
+        self._threads = threads or _default_threads()
         self._pool = BufferPool()
         self._known: dict[str, int] = {}  # digest -> stored size, for chunks this writer has seen
         self._sequence = itertools.count()

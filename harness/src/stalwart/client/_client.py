@@ -29,6 +29,7 @@ from stalwart.client.models import (
     ModelPage,
     ModelVersion,
     ModelVersionPage,
+    Page,
     Slot,
     Trial,
     User,
@@ -290,7 +291,7 @@ class Client:
             "limit": limit,
             "offset": offset,
         }
-        return ExperimentPage.from_json(self._json("GET", "/api/v1/experiments", params=params))
+        return Page.parse(self._json("GET", "/api/v1/experiments", params=params), Experiment.from_json)
 
     def iter_experiments(self, *, page_size: int = 100, **filters: Any) -> Iterator[Experiment]:
         """Every matching experiment, fetching pages as needed; takes ``list_experiments`` filters.
@@ -644,7 +645,7 @@ class Client:
             "limit": limit,
             "offset": offset,
         }
-        return ModelPage.from_json(self._json("GET", "/api/v1/models", params=params))
+        return Page.parse(self._json("GET", "/api/v1/models", params=params), Model.from_json)
 
     def get_model(self, name: str) -> Model:
         """One model by name.
@@ -714,7 +715,9 @@ class Client:
             latest = Client().list_model_versions("resnet").items[-1]
         """
         params = {"limit": limit, "offset": offset}
-        return ModelVersionPage.from_json(self._json("GET", f"{_model_path(name)}/versions", params=params))
+        return Page.parse(
+            self._json("GET", f"{_model_path(name)}/versions", params=params), ModelVersion.from_json
+        )
 
     def get_model_version(self, name: str, version: int) -> ModelVersion:
         """One version of a model.

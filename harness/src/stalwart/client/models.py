@@ -12,11 +12,11 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Generic, TypeAlias, TypeVar
 
 __all__ = [
     "TERMINAL_STATES",
@@ -39,6 +39,7 @@ __all__ = [
     "ModelPage",
     "ModelVersion",
     "ModelVersionPage",
+    "Page",
     "Slot",
     "Trial",
     "User",
@@ -256,9 +257,12 @@ class Experiment:
         )
 
 
+T = TypeVar("T")
+
+
 @dataclass(frozen=True)
-class ExperimentPage:
-    """One page of ``list_experiments``; ``total`` counts every match, not just this page.
+class Page(Generic[T]):
+    """One page of a list; ``total`` counts every match, not just this page.
 
     Example::
 
@@ -266,15 +270,15 @@ class ExperimentPage:
         print(f"{len(page.items)} of {page.total}")
     """
 
-    items: tuple[Experiment, ...]
+    items: tuple[T, ...]
     total: int
     limit: int
     offset: int
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> ExperimentPage:
-        items = tuple(Experiment.from_json(item) for item in data.get("items") or ())
+    def parse(cls, data: Mapping[str, Any], item: Callable[[Mapping[str, Any]], T]) -> Page[T]:
+        items = tuple(item(entry) for entry in data.get("items") or ())
         return cls(
             items=items,
             total=int(data.get("total", len(items))),
@@ -282,6 +286,7 @@ class ExperimentPage:
             offset=int(data.get("offset", 0)),
             raw=data,
         )
+
 
 
 def _optional_str(value: Any) -> str | None:
@@ -593,34 +598,6 @@ class Model:
 
 
 @dataclass(frozen=True)
-class ModelPage:
-    """One page of ``list_models``; ``total`` counts every match.
-
-    Example::
-
-        page = Client().list_models(label="prod")
-        print([m.name for m in page.items], page.total)
-    """
-
-    items: tuple[Model, ...]
-    total: int
-    limit: int
-    offset: int
-    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> ModelPage:
-        items = tuple(Model.from_json(item) for item in data.get("items") or ())
-        return cls(
-            items=items,
-            total=int(data.get("total", len(items))),
-            limit=int(data.get("limit", len(items))),
-            offset=int(data.get("offset", 0)),
-            raw=data,
-        )
-
-
-@dataclass(frozen=True)
 class ModelVersion:
     """Version ``version`` of model ``model``: a registered checkpoint, protected from deletion.
 
@@ -658,33 +635,6 @@ class ModelVersion:
             metadata=data.get("metadata") or {},
             owner=_name(data.get("owner")),
             created_at=_time(data.get("created_at")),
-            raw=data,
-        )
-
-
-@dataclass(frozen=True)
-class ModelVersionPage:
-    """One page of ``list_model_versions``, oldest version first.
-
-    Example::
-
-        versions = Client().list_model_versions("resnet").items
-    """
-
-    items: tuple[ModelVersion, ...]
-    total: int
-    limit: int
-    offset: int
-    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> ModelVersionPage:
-        items = tuple(ModelVersion.from_json(item) for item in data.get("items") or ())
-        return cls(
-            items=items,
-            total=int(data.get("total", len(items))),
-            limit=int(data.get("limit", len(items))),
-            offset=int(data.get("offset", 0)),
             raw=data,
         )
 
@@ -755,3 +705,8 @@ class CheckpointLineage:
             ),
             raw=data,
         )
+
+
+ExperimentPage: TypeAlias = Page[Experiment]
+ModelPage: TypeAlias = Page[Model]
+ModelVersionPage: TypeAlias = Page[ModelVersion]

@@ -10,6 +10,7 @@ shipper, so nothing here talks to the master per batch), state through
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -165,6 +166,7 @@ class Trainer:
         self._last_checkpoint_time = 0.0
         self._last_metrics: dict[str, float] | None = None
         self._last_uuid: str | None = None
+        self._preparing: threading.Thread | None = None
 
     # --- public state -------------------------------------------------------------------------
 
@@ -326,6 +328,8 @@ class Trainer:
         # Summed on the device: no host sync per batch, only when a report is due.
         self._loss_sum += loss.detach()
         self._loss_count += 1
+        if self._preparing is None:
+            self._start_preparing()
         if self._batches % self.report_period == 0:
             self._report_training()
 
@@ -394,9 +398,25 @@ class Trainer:
             )
         return float(metrics[name])
 
+    def _start_preparing(self) -> None:
+        """After the first step (when optimizer state exists) reserve the checkpoint's host buffers
+        on a background thread, so the first checkpoint stalls training no longer than later ones."""
+        state = self._state()
+
+        def prepare() -> None:
+            try:
+                self.core.checkpoint.prepare(state)
+            except Exception as exc:  # only an optimisation: the save itself will report real errors
+                self._log.debug("preparing checkpoint buffers failed: %s", exc)
+
+        self._preparing = threading.Thread(target=prepare, name="stalwart-prepare", daemon=True)
+        self._preparing.start()
+
     def _save(self, reason: str) -> str | None:
         if self._last_checkpoint == self._batches:
             return None  # this exact state is already in a checkpoint
+        if self._preparing is not None:
+            self._preparing.join()
         self._last_checkpoint = self._batches
         self._last_checkpoint_epoch = self._epochs
         uuid = self.core.checkpoint.save_state(
