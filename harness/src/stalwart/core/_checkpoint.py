@@ -322,10 +322,16 @@ class CheckpointContext:
         while candidate and candidate not in tried:
             tried.add(candidate)
             try:
-                return candidate, self.load_state(candidate, map_location)
+                state = self.load_state(candidate, map_location)
             except (CheckpointCorrupted, CheckpointNotFound) as exc:
                 self._log.warning("checkpoint %s cannot be restored: %s", candidate, exc)
                 candidate = self._fallback(candidate, str(exc))
+                continue
+            # Lineage: this run's next checkpoint descends from what it restored, not from a bad one.
+            self._parent_uuid = candidate
+            if self._writer is not None:
+                self._writer.parent_uuid = candidate
+            return candidate, state
         return None
 
     def _fallback(self, uuid: str, reason: str) -> str | None:
