@@ -94,7 +94,8 @@ def test_a_killed_digits_trial_resumes_from_its_checkpoint_at_the_same_step_and_
     restored = before[-1]  # the trial's latest checkpoint when the second run started
     assert restored["manifest"]["kind"] == "state" and restored["steps_completed"] > 0
     assert after, "the second run saved no checkpoint"
-    assert after[0]["parent_uuid"] == restored["uuid"]
+    # Every checkpoint of the second run descends from what it restored (the lineage parent).
+    assert {c["parent_uuid"] for c in after} == {restored["uuid"]}
     assert all(c["steps_completed"] > restored["steps_completed"] for c in after)
     assert after[-1]["steps_completed"] == 150 * 45  # 1437 images in batches of 32: 45 batches an epoch
 

@@ -90,7 +90,8 @@ def test_save_state_registers_the_whole_manifest_after_commit_retrying_5xx(tmp_p
     assert json.loads((tmp_path / "ckpts" / "manifests" / f"{uuid}.json").read_text()) == manifest
     second = checkpoints.save_state({"w": torch.randn(10)}, steps_completed=40)
     checkpoints.close()
-    assert master.records[second]["parent_uuid"] == uuid  # chained to this trial's previous save
+    # Lineage parent = what this run restored from, for every save of the run (not the previous save).
+    assert master.records[second]["parent_uuid"] == parent
     state = _context(tmp_path, master).load_state(uuid)
     assert state["epoch"] == 2
 

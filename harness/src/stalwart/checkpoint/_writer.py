@@ -200,8 +200,10 @@ class CheckpointWriter:
         self.rank = rank
         self.world_size = world_size
         self.run_key = run_key
-        #: The newest checkpoint this writer committed (or the one it was told it continues from).
+        #: The lineage parent of every save: the checkpoint this run restored or warm-started from.
         self.parent_uuid = parent_uuid
+        #: The newest checkpoint this writer committed.
+        self.latest_uuid: str | None = None
         self.on_commit = on_commit
         self.shard_timeout = shard_timeout
         self._log = log or logger
@@ -244,7 +246,7 @@ class CheckpointWriter:
 
         ``state`` is any picklable structure; torch tensors (any device, dtype or layout) and
         numpy arrays in it are stored as raw chunks that dedup across checkpoints. ``parent_uuid``
-        defaults to the checkpoint this writer committed last.
+        (the lineage parent) defaults to the writer's: the checkpoint this run restored from.
 
         Example::
 
@@ -476,7 +478,7 @@ class CheckpointWriter:
                     "one run key?)"
                 )
             committed = await_commit(self.storage, job.uuid, self.shard_timeout)
-            self.parent_uuid = job.uuid
+            self.latest_uuid = job.uuid
             return committed
         stored = dict(job.stored)
         new_bytes = job.new_bytes
@@ -516,7 +518,7 @@ class CheckpointWriter:
                     self.storage.delete(shard_key(job.uuid, rank))
                 except StorageError as exc:  # committed already; GC removes stale shard records
                     self._log.warning("checkpoint %s: %s", job.uuid, exc)
-        self.parent_uuid = job.uuid
+        self.latest_uuid = job.uuid
         if self.on_commit is not None:
             self.on_commit(manifest)
         return manifest

@@ -315,7 +315,7 @@ class CheckpointContext:
         """
         if self._writer is not None:
             self._writer.wait()
-            candidate = self._writer.parent_uuid
+            candidate = self._writer.latest_uuid or self._writer.parent_uuid
         else:
             candidate = self._parent_uuid
         tried: set[str] = set()
