@@ -46,6 +46,8 @@ CREATE TABLE allocations (
     assigned_at timestamp with time zone,
     started_at timestamp with time zone,
     ended_at timestamp with time zone,
+    preempt_requested_at timestamp with time zone,
+    restored_checkpoint uuid,
     CONSTRAINT ck_allocations_state_valid CHECK (((state)::text = ANY ((ARRAY['PENDING'::character varying, 'ASSIGNED'::character varying, 'RUNNING'::character varying, 'TERMINATED'::character varying])::text[]))),
     CONSTRAINT fk_allocations_agent_id_agents FOREIGN KEY (agent_id) REFERENCES agents(id) ON DELETE SET NULL,
     CONSTRAINT fk_allocations_trial_id_trials FOREIGN KEY (trial_id) REFERENCES trials(id) ON DELETE CASCADE,
@@ -148,6 +150,7 @@ CREATE TABLE metrics (
     steps_completed bigint NOT NULL,
     values jsonb NOT NULL,
     reported_at timestamp with time zone NOT NULL DEFAULT now(),
+    archived boolean NOT NULL DEFAULT false,
     CONSTRAINT fk_metrics_trial_id_trials FOREIGN KEY (trial_id) REFERENCES trials(id) ON DELETE CASCADE,
     CONSTRAINT pk_metrics PRIMARY KEY (id),
     CONSTRAINT uq_metrics_trial_group_steps_run UNIQUE (trial_id, "group", steps_completed, run_id)
@@ -285,6 +288,7 @@ CREATE UNIQUE INDEX pk_log_batches ON log_batches USING btree (batch_id);
 CREATE INDEX ix_metric_batches_trial_id ON metric_batches USING btree (trial_id);
 CREATE UNIQUE INDEX pk_metric_batches ON metric_batches USING btree (batch_id);
 CREATE UNIQUE INDEX pk_metrics ON metrics USING btree (id);
+CREATE UNIQUE INDEX uq_metrics_live_trial_group_steps ON metrics USING btree (trial_id, "group", steps_completed) WHERE (NOT archived);
 CREATE UNIQUE INDEX uq_metrics_trial_group_steps_run ON metrics USING btree (trial_id, "group", steps_completed, run_id);
 CREATE INDEX ix_model_versions_checkpoint_uuid ON model_versions USING btree (checkpoint_uuid);
 CREATE INDEX ix_model_versions_user_id ON model_versions USING btree (user_id);

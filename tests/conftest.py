@@ -7,6 +7,7 @@ a laptop with nothing installed. With neither, the run stops at once with a clea
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -24,6 +25,7 @@ import pytest
 import redis as redis_lib
 
 from support import (
+    PREEMPTIVE_POOL,
     ManagedProcess,
     drop_database,
     free_port,
@@ -208,7 +210,8 @@ class LiveMaster:
 def live_master(database_url: str, celery_worker: ManagedProcess) -> Iterator[LiveMaster]:
     """A real `stalwart-master serve` process with a real Celery worker beside it."""
     port = free_port()
-    process = start_master(port, Path(os.environ["STALWART_DATA_DIR"]) / "master")
+    env = {"STALWART_POOL_PREEMPTION": json.dumps({PREEMPTIVE_POOL: True})}
+    process = start_master(port, Path(os.environ["STALWART_DATA_DIR"]) / "master", env)
     yield LiveMaster(url=f"http://127.0.0.1:{port}", admin_username="admin", admin_password=ADMIN_PASSWORD)
     process.stop()
 

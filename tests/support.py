@@ -21,6 +21,9 @@ from typer.testing import Result
 
 from stalwart_master.local.process import free_port  # noqa: F401 (tests import it from here)
 
+# The pool in which the session's live master preempts lower-priority trials (STALWART_POOL_PREEMPTION).
+PREEMPTIVE_POOL = "preemptive"
+
 
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
     """Poll until ``predicate`` holds or fail with ``what`` once ``timeout`` seconds have passed."""

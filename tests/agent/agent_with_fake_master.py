@@ -1,8 +1,11 @@
 """Runs a real ``Agent`` in this process against an ``httpx.MockTransport``, for the signal tests.
 
-The mock only hands out one ``start`` action and records what the agent sends (written as JSON to
-``requests.json`` when the agent returns); it says nothing about how the real master behaves. The
-trial is the fake runner, so the tests can check which processes outlive the agent.
+The mock only hands out one ``start`` action and records what the agent sends, one JSON line per
+request in ``requests.jsonl`` as it arrives (so a SIGKILLed agent leaves its record too); it says
+nothing about how the real master behaves. The trial is the fake runner, so the tests can check
+which processes outlive the agent.
+
+Usage: ``agent_with_fake_master.py ROOT [SHUTDOWN_GRACE [DRAIN_TIMEOUT]]``.
 """
 
 from __future__ import annotations
@@ -26,20 +29,21 @@ def main() -> None:
     root = Path(sys.argv[1])
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     slots = artificial_slots(2, "agent-under-test")
-    recorded: list[dict[str, object]] = []
     lock = threading.Lock()
     polls = 0
+    record = (root / "requests.jsonl").open("a")
 
     def handler(request: httpx.Request) -> httpx.Response:
         nonlocal polls
+        entry = {
+            "method": request.method,
+            "path": request.url.path,
+            "params": dict(request.url.params),
+            "body": json.loads(request.content) if request.content else None,
+        }
         with lock:
-            recorded.append(
-                {
-                    "method": request.method,
-                    "path": request.url.path,
-                    "body": json.loads(request.content) if request.content else None,
-                }
-            )
+            record.write(json.dumps(entry) + "\n")
+            record.flush()
         path = request.url.path
         if path.endswith("/register"):
             return httpx.Response(200, json={"agent_id": "agent-under-test", "poll_timeout_seconds": 20})
@@ -69,6 +73,7 @@ def main() -> None:
         slots=slots,
         work_dir=root / "work",
         shutdown_grace=float(sys.argv[2]) if len(sys.argv) > 2 else 5.0,
+        drain_timeout=float(sys.argv[3]) if len(sys.argv) > 3 else 600.0,
         runner_command=[
             sys.executable,
             str(FAKE_RUNNER),
@@ -78,13 +83,13 @@ def main() -> None:
             str(root / "child.pid"),
             "--pidfile",
             str(root / "runner.pid"),
-            "--sleep",
-            "600",
+            "--ticks",
+            "100000",
+            "--tick-every",
+            "0.02",
         ],
     )
     Agent(config, transport=httpx.MockTransport(handler)).run()
-    with lock:
-        (root / "requests.json").write_text(json.dumps(recorded))
 
 
 if __name__ == "__main__":

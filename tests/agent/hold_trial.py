@@ -1,7 +1,7 @@
 """Launches one fake trial runner through the agent's launcher, prints its pid, then waits forever.
 
-The orphan test SIGKILLs this process and checks that the runner goes with it. It launches from
-its main thread, as the daemon does.
+The survival test SIGKILLs this process (standing in for the agent) and checks that the runner
+outlives it and can be adopted. It launches from its main thread, as the daemon does.
 """
 
 from __future__ import annotations
@@ -17,15 +17,14 @@ FAKE_RUNNER = Path(__file__).with_name("fake_runner.py")
 
 
 def main() -> None:
-    work_root, die_with_agent = Path(sys.argv[1]), sys.argv[2] == "die"
+    work_root = Path(sys.argv[1])
     action = StartAction("alloc-hold", "tok", trial_id=1, experiment_id=1, slot_uuids=())
     trial = launch_trial(
         action,
         master_url="http://127.0.0.1:1",
         slots={},
         work_root=work_root,
-        command=[sys.executable, str(FAKE_RUNNER), "--sleep", "600"],
-        die_with_agent=die_with_agent,
+        command=[sys.executable, str(FAKE_RUNNER), *sys.argv[2:]],
     )
     print(trial.pid, flush=True)
     while True:

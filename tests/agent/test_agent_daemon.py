@@ -25,7 +25,7 @@ import pytest
 from stalwart.client.errors import APIError, MasterUnreachable
 from stalwart_agent import __version__
 from stalwart_agent.daemon import Agent, AgentConfig
-from stalwart_agent.errors import RegistrationRefused
+from stalwart_agent.errors import AgentError, RegistrationRefused
 from stalwart_agent.master import Backoff, KillAction, StartAction, UnknownAction, parse_action
 from stalwart_agent.slots import artificial_slots
 
@@ -74,14 +74,19 @@ class FakeMaster:
 
 
 def make_agent(
-    master: FakeMaster, tmp_path: Path, *, sleeps: list[float] | None = None, runner: list[str] | None = None
+    master: FakeMaster,
+    tmp_path: Path,
+    *,
+    sleeps: list[float] | None = None,
+    runner: list[str] | None = None,
+    work_dir: Path | None = None,
 ) -> Agent:
     config = AgentConfig(
         master_url="http://master.invalid",
         token="agent-token",
         agent_id="agent-1",
         slots=SLOTS,
-        work_dir=tmp_path / "work",
+        work_dir=work_dir or tmp_path / "work",
         resource_pool="gpus",
         backoff_base=0.5,
         backoff_cap=4.0,
@@ -282,43 +287,238 @@ def test_a_trial_that_cannot_start_is_reported_terminated(tmp_path: Path) -> Non
     assert "GPU-nope" in logs["lines"][0]["message"]
 
 
-@pytest.mark.integration
-def test_sigterm_to_the_agent_stops_its_trials_and_reports_them(tmp_path: Path) -> None:
-    agent = subprocess.Popen([sys.executable, str(AGENT_WITH_FAKE_MASTER), str(tmp_path), "5"])
-    try:
-        wait_for(lambda: (tmp_path / "runner.pid").exists(), 30, "the trial to start")
-        runner = int((tmp_path / "runner.pid").read_text())
-        child = int((tmp_path / "child.pid").read_text())  # ignores SIGTERM: needs the SIGKILL after grace
+def _requests(root: Path) -> list[dict[str, Any]]:
+    lines = (root / "requests.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
 
+
+def _start_fake_master_agent(root: Path, *args: str) -> tuple[subprocess.Popen[bytes], int, int]:
+    """The agent of agent_with_fake_master.py, once its trial runs: (agent, runner pid, child pid)."""
+    agent = subprocess.Popen([sys.executable, str(AGENT_WITH_FAKE_MASTER), str(root), *args])
+    try:
+        wait_for(lambda: (root / "runner.pid").exists(), 30, "the trial to start")
+    except BaseException:
+        agent.kill()
+        agent.wait()
+        raise
+    return agent, int((root / "runner.pid").read_text()), int((root / "child.pid").read_text())
+
+
+def _kill_pids(*pids: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.integration
+def test_sigterm_drains_and_a_second_sigterm_stops_the_trials_and_reports_them(tmp_path: Path) -> None:
+    agent, runner, child = _start_fake_master_agent(tmp_path, "5")
+    try:
         agent.send_signal(signal.SIGTERM)
+        wait_for(
+            lambda: any(r["path"].endswith("/agent-under-test/drain") for r in _requests(tmp_path)),
+            30,
+            "the drain request",
+        )
+        assert agent.poll() is None  # the trial has not moved away: the agent waits for it
+        assert not process_gone(runner)
+
+        agent.send_signal(signal.SIGTERM)  # child ignores SIGTERM: needs the SIGKILL after the grace
         assert agent.wait(30) == 0
     finally:
         agent.kill()
+        _kill_pids(runner, child)
     assert process_gone(runner) and process_gone(child)
-    requests = json.loads((tmp_path / "requests.json").read_text())
+    requests = _requests(tmp_path)
+    drain = next(r for r in requests if r["path"].endswith("/drain"))
+    assert drain["method"] == "POST" and drain["path"] == "/api/v1/agents/agent-under-test/drain"
+    # While draining it polls briefly, so it can leave soon after its last trial.
+    after = requests[requests.index(drain) :]
+    assert any(r["path"].endswith("/work") and r["params"]["timeout_seconds"] == "1" for r in after)
     states = [r["body"] for r in requests if r["path"] == "/api/v1/allocations/alloc-1/state"]
     assert states[-1] == {
         "state": "TERMINATED",
         "exit_code": -15,
         "reason": "killed by SIGTERM (agent shutting down)",
     }
-    assert not list((tmp_path / "work").iterdir())
+    assert not list((tmp_path / "work" / "allocations").iterdir())
 
 
 @pytest.mark.integration
-def test_sigkill_to_the_agent_takes_its_trial_runner_with_it(tmp_path: Path) -> None:
-    agent = subprocess.Popen([sys.executable, str(AGENT_WITH_FAKE_MASTER), str(tmp_path)])
+def test_a_drain_that_times_out_stops_the_trials(tmp_path: Path) -> None:
+    agent, runner, child = _start_fake_master_agent(tmp_path, "0.5", "1")
     try:
-        wait_for(lambda: (tmp_path / "runner.pid").exists(), 30, "the trial to start")
-        runner = int((tmp_path / "runner.pid").read_text())
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait(30) == 0
     finally:
         agent.kill()
+        _kill_pids(runner, child)
+    assert process_gone(runner) and process_gone(child)
+    states = [r["body"] for r in _requests(tmp_path) if r["path"] == "/api/v1/allocations/alloc-1/state"]
+    assert states[-1]["state"] == "TERMINATED" and "(agent shutting down)" in states[-1]["reason"]
+
+
+@pytest.mark.integration
+def test_a_draining_agent_returns_once_its_trials_have_left(tmp_path: Path) -> None:
+    start = {"type": "start", "allocation_id": "alloc-d", "allocation_token": "t", "slot_uuids": []}
+    master = FakeMaster(
+        replies={"GET /api/v1/agents/agent-1/work": [httpx.Response(200, json={"actions": [start]})]}
+    )
+    pidfile = tmp_path / "runner.pid"
+    # Stands in for a trial that checkpoints and exits 0 once the master preempts it.
+    runner = [sys.executable, str(FAKE_RUNNER), "--pidfile", str(pidfile), "--sleep", "1.5"]
+    agent = make_agent(master, tmp_path, runner=runner)
+    master.on_idle_poll = short_long_poll
+    thread = threading.Thread(target=agent.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(pidfile.exists, 30, "the runner to start")
+        agent.drain()
+        thread.join(30)
+        assert not thread.is_alive()
+    finally:
+        agent.stop()
+        thread.join(30)
+
+    assert master.bodies("POST", "/agents/agent-1/drain") == [None]
+    states = master.bodies("POST", "/allocations/alloc-d/state")
+    assert states[-1] == {
+        "state": "TERMINATED",
+        "exit_code": 0,
+        "reason": "exited with code 0 (agent draining)",
+    }
+    assert process_gone(int(pidfile.read_text()))
+
+
+@pytest.mark.integration
+def test_a_sigkilled_agent_leaves_its_trial_running_for_the_next_agent_to_adopt(tmp_path: Path) -> None:
+    agent, runner, child = _start_fake_master_agent(tmp_path)
+    try:
+        wait_for(
+            lambda: any(r["path"].endswith("/alloc-1/logs") for r in _requests(tmp_path)), 30, "some logs"
+        )
+        agent.kill()
         agent.wait()
-    wait_for(lambda: process_gone(runner), 10, "the trial runner to die with the agent")
-    # The runner's own child is the runner's business (docs/agent.md); clean it up here.
-    child = int((tmp_path / "child.pid").read_text())
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(child, signal.SIGKILL)
+        first_life = _requests(tmp_path)
+        assert not process_gone(runner) and not process_gone(child)
+        shipped_first = [m for r in first_life if r["path"].endswith("/logs") for m in r["body"]["lines"]]
+        stdout = tmp_path / "work" / "allocations" / "alloc-1" / "stdout.log"
+        wait_for(
+            lambda: stdout.read_text().count("\n") > len(shipped_first) + 5, 30, "output while no agent runs"
+        )
+        written = stdout.read_text().count("\n")
+
+        # The next agent: the master remembers the run and wants it killed (as after a cancel).
+        kill = {"type": "kill", "allocation_id": "alloc-1", "grace_seconds": 0.5}
+        registered = httpx.Response(200, json={"agent_id": "agent-1", "actions": [kill]})
+        master = FakeMaster(replies={"POST /api/v1/agents/register": [registered]})
+        successor = make_agent(master, tmp_path, work_dir=tmp_path / "work")
+        master.on_idle_poll = short_long_poll
+        with running(successor):
+            wait_for(lambda: len(master.bodies("POST", "/allocations/alloc-1/state")) == 2, 30, "the exit")
+    finally:
+        agent.kill()
+        _kill_pids(runner, child)
+
+    assert master.bodies("POST", "/register")[0]["running"] == ["alloc-1"]
+    assert master.bodies("POST", "/allocations/alloc-1/state") == [
+        {"state": "RUNNING", "exit_code": None, "reason": ""},
+        # The fake runner dies of the SIGTERM, so it leaves no exit code.
+        {
+            "state": "TERMINATED",
+            "exit_code": None,
+            "reason": "ended without an exit code (killed on request)",
+        },
+    ]
+    assert process_gone(runner) and process_gone(child)
+    # Both agents' batches together, stored once per batch id as the master does: every line once.
+    batches: dict[str, list[str]] = {}
+    for body in [r["body"] for r in first_life if r["path"].endswith("/alloc-1/logs")] + master.bodies(
+        "POST", "/allocations/alloc-1/logs"
+    ):
+        batches.setdefault(body["batch_id"], [line["message"] for line in body["lines"]])
+    messages = [message for lines in batches.values() for message in lines]
+    ticks = [m for m in messages if m.startswith("tick ")]
+    assert messages[0] == "out 0"
+    assert ticks == [f"tick {i}" for i in range(len(ticks))]
+    assert len(messages) >= written  # what was written while no agent ran is there too
+    assert not (tmp_path / "work" / "allocations" / "alloc-1").exists()
+
+
+def _ended_allocation(work: Path, allocation_id: str, exit_code: int | None, output: bytes) -> Path:
+    """What an agent that died leaves of a runner that has ended since: its files, a dead pid."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    directory = work / "allocations" / allocation_id
+    (directory / "scratch").mkdir(parents=True)
+    state = {"allocation_id": allocation_id, "pid": gone.pid, "start_ticks": 1, "started_at": "x"}
+    (directory / "state.json").write_text(json.dumps(state))
+    (directory / "stdout.log").write_bytes(output)
+    if exit_code is not None:
+        (directory / "exit").write_text(f"{exit_code}\n")
+    return directory
+
+
+@pytest.mark.integration
+def test_runs_that_ended_while_no_agent_watched_are_reported_with_their_exit_file(tmp_path: Path) -> None:
+    done = _ended_allocation(tmp_path / "work", "alloc-done", 0, b"finished\nlast words")
+    vanished = _ended_allocation(tmp_path / "work", "alloc-gone", None, b"")
+    master = FakeMaster()
+    agent = make_agent(master, tmp_path)
+    master.on_idle_poll = short_long_poll
+
+    def reported(allocation_id: str) -> bool:
+        return bool(master.bodies("POST", f"/allocations/{allocation_id}/state"))
+
+    with running(agent):
+        wait_for(lambda: reported("alloc-done") and reported("alloc-gone"), 30, "both exits")
+        wait_for(lambda: not agent.running_allocations(), 10, "both to be forgotten")
+
+    assert master.bodies("POST", "/register")[0]["running"] == ["alloc-done", "alloc-gone"]
+    assert master.bodies("POST", "/allocations/alloc-done/state") == [
+        {"state": "TERMINATED", "exit_code": 0, "reason": "exited with code 0"}
+    ]
+    logs = master.bodies("POST", "/allocations/alloc-done/logs")
+    assert [line["message"] for body in logs for line in body["lines"]] == ["finished", "last words"]
+    # No exit code: the master treats it like a lost agent, so the trial resumes uncounted.
+    assert master.bodies("POST", "/allocations/alloc-gone/state") == [
+        {"state": "TERMINATED", "exit_code": None, "reason": "agent lost"}
+    ]
+    assert not done.exists() and not vanished.exists()
+
+
+@pytest.mark.unit
+def test_the_agent_registers_again_when_the_master_comes_back_or_forgets_it(tmp_path: Path) -> None:
+    unauthorized = httpx.Response(401, json={"title": "Unauthorized", "detail": "unknown token"})
+    master = FakeMaster(
+        replies={"GET /api/v1/agents/agent-1/work": [connect_error(), httpx.Response(502), unauthorized]}
+    )
+    agent = make_agent(master, tmp_path)
+    polls = 0
+
+    def stop_after_one_good_poll() -> None:
+        nonlocal polls
+        polls += 1
+        agent.stop()
+
+    master.on_idle_poll = stop_after_one_good_poll
+    agent.run()
+
+    with master.lock:
+        order = [r.url.path.rsplit("/", 1)[1] for r in master.requests]
+    # Every answer after an outage or a refusal is preceded by a registration listing the runs.
+    assert order == ["register", "work", "register", "work", "register", "work", "register", "work"]
+
+
+@pytest.mark.integration
+def test_a_second_agent_on_the_same_work_dir_is_refused(tmp_path: Path) -> None:
+    master = FakeMaster()
+    master.on_idle_poll = short_long_poll
+    first = make_agent(master, tmp_path)
+    with running(first):
+        wait_for(lambda: bool(master.bodies("POST", "/register")), 30, "the first agent")
+        with pytest.raises(AgentError, match="another agent is running with the work directory"):
+            make_agent(FakeMaster(), tmp_path).run()
 
 
 @pytest.mark.unit

@@ -56,6 +56,10 @@ def start_agent(
                 pool,
                 "--work-dir",
                 str(tmp_path / agent_id),
+                # Stopping the agent (SIGTERM) drains it; trials that ignore preemption are stopped
+                # after this, well before ManagedProcess.stop's SIGKILL would orphan them.
+                "--drain-timeout",
+                "5",
             ],
             tmp_path / f"{agent_id}.log",
         )

@@ -295,6 +295,45 @@ def test_post_is_never_retried() -> None:
     assert seen == ["POST"]
 
 
+def _unavailable_transport(
+    fail_first: int, retry_after: str | None = "0"
+) -> tuple[httpx.MockTransport, list[str]]:
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.method)
+        if len(seen) <= fail_first:
+            problem = {"type": "urn:stalwart:problem:service-unavailable", "status": 503, "detail": "db down"}
+            headers = {"Retry-After": retry_after} if retry_after is not None else {}
+            return httpx.Response(503, json=problem, headers=headers)
+        return httpx.Response(200, json={"id": 1, "state": "PAUSED", "name": "e", "config": {}})
+
+    return httpx.MockTransport(handler), seen
+
+
+@pytest.mark.unit
+def test_a_503_with_retry_after_is_sent_again_even_a_post_a_few_times() -> None:
+    transport, seen = _unavailable_transport(fail_first=2)
+    client = Client("http://master.test", token="t", retries=3, transport=transport)
+    assert client.pause_experiment(1).state == "PAUSED"  # the master said it did nothing: safe to repeat
+    assert seen == ["POST", "POST", "POST"]
+
+    transport, seen = _unavailable_transport(fail_first=10)
+    client = Client("http://master.test", token="t", retries=3, transport=transport)
+    with pytest.raises(Exception) as err:
+        client.get_experiment(1)
+    assert getattr(err.value, "status", None) == 503 and len(seen) == 4  # then it gives up
+
+
+@pytest.mark.unit
+def test_a_503_without_retry_after_is_not_retried() -> None:
+    transport, seen = _unavailable_transport(fail_first=1, retry_after=None)
+    client = Client("http://master.test", token="t", retries=3, transport=transport)
+    with pytest.raises(Exception) as err:
+        client.pause_experiment(1)
+    assert getattr(err.value, "status", None) == 503 and seen == ["POST"]
+
+
 @pytest.mark.unit
 def test_problem_json_becomes_a_typed_error_and_odd_bodies_stay_readable() -> None:
     def handler(request: httpx.Request) -> httpx.Response:

@@ -483,3 +483,13 @@ def test_checkpoint_storage_compression_and_chunk_size() -> None:
         "checkpoint_storage.compression",
         "checkpoint_storage.chunk_size",
     ]
+
+
+def test_preemption_timeout_is_optional_whole_seconds_above_zero() -> None:
+    assert parse_experiment_config(MINIMAL).data["preemption_timeout"] is None  # the cluster's default
+    assert parse_experiment_config(MINIMAL + "preemption_timeout: 30\n").data["preemption_timeout"] == 30
+    assert errors_of(MINIMAL + "preemption_timeout: 0\n") == [
+        ("preemption_timeout", "must be greater than 0")
+    ]
+    for bad in ("'30'", "2.5", "true"):
+        assert [p for p, _ in errors_of(MINIMAL + f"preemption_timeout: {bad}\n")] == ["preemption_timeout"]

@@ -15,10 +15,14 @@ from stalwart_master.scheduler import (
     DEFAULT_PRIORITY,
     AgentCapacity,
     Assignment,
+    Holder,
+    Plan,
+    Preemption,
     Request,
     Running,
     SlotRef,
     plan,
+    schedule,
 )
 
 pytestmark = pytest.mark.unit
@@ -376,3 +380,149 @@ def test_a_started_request_is_never_behind_a_waiting_one_that_needs_no_more(
                 key_w = (waiting.priority or DEFAULT_PRIORITY, waiting.submitted_at, waiting.allocation_id)
                 key_o = (other.priority or DEFAULT_PRIORITY, other.submitted_at, other.allocation_id)
                 assert key_o < key_w, f"{other} jumped ahead of {waiting}"
+
+
+# --- priority preemption ----------------------------------------------------------------------------
+
+
+def holder(
+    n: int,
+    agent_id: str,
+    *,
+    slots: int = 1,
+    priority: int | None = None,
+    at: int = 0,
+    preempting: bool = False,
+) -> Holder:
+    """Running allocation number ``n`` (ids far from the requests'), started ``at`` seconds in."""
+    return Holder(uuid.UUID(int=1000 + n), agent_id, slots, priority, T0 + timedelta(seconds=at), preempting)
+
+
+def victims(result: Plan) -> list[int]:
+    return sorted(p.allocation_id.int - 1000 for p in result.preemptions)
+
+
+def preempt(pending: list[Request], agents: list[AgentCapacity], holders: list[Holder]) -> Plan:
+    return schedule(pending, agents, [], holders, preemptive_pools={"default"})
+
+
+def test_a_waiting_priority_10_request_preempts_the_least_important_youngest_holder_only() -> None:
+    busy = [
+        holder(1, "a", priority=42, at=1),
+        holder(2, "a", priority=60, at=2),
+        holder(3, "a", priority=60, at=3),  # least important and youngest
+    ]
+    result = preempt([request(1, priority=10)], [agent("a", 0)], busy)
+    assert result.assignments == [] and victims(result) == [3]
+    assert result.preemptions == [Preemption(uuid.UUID(int=1003), uuid.UUID(int=1), "a")]
+    # Two slots: just enough victims, still the least important ones first.
+    assert victims(preempt([request(1, slots=2, priority=10)], [agent("a", 0)], busy)) == [2, 3]
+
+
+def test_equal_or_more_important_holders_are_never_preempted() -> None:
+    busy = [holder(1, "a", priority=42), holder(2, "a", priority=10)]
+    assert preempt([request(1, priority=42)], [agent("a", 0)], busy) == Plan([], [])
+    assert preempt([request(1)], [agent("a", 0)], busy) == Plan([], [])  # unset priority is 42
+
+
+def test_without_preemption_in_the_pool_a_waiting_request_only_waits() -> None:
+    busy = [holder(1, "a", priority=60)]
+    assert schedule([request(1, priority=10)], [agent("a", 0)], [], busy) == Plan([], [])
+    other_pool = schedule([request(1, priority=10)], [agent("a", 0)], [], busy, preemptive_pools={"gpu"})
+    assert other_pool == Plan([], [])
+
+
+def test_a_run_already_asked_to_stop_is_not_asked_again_and_its_slots_are_counted() -> None:
+    # The pass after the preemption: the victim is leaving, so nobody else is preempted (no flapping).
+    busy = [holder(1, "a", priority=60, at=1), holder(2, "a", priority=60, at=2, preempting=True)]
+    assert preempt([request(1, priority=10)], [agent("a", 0)], busy) == Plan([], [])
+    # Once it has gone, its slot goes to the request that preempted it.
+    [assignment] = preempt([request(1, priority=10)], [agent("a", 1)], busy[:1]).assignments
+    assert assignment.allocation_id == uuid.UUID(int=1)
+
+
+def test_slots_freed_for_a_waiting_request_are_reserved_for_it() -> None:
+    # Request 1 needs both slots of "a": one is free, the other is being freed. The preempted trial's
+    # own new run (priority 60) and a priority-50 request must not take the free one meanwhile...
+    busy = [holder(1, "a", priority=60, preempting=True)]
+    pending = [request(1, slots=2, priority=10), request(2, priority=60), request(3, priority=50)]
+    result = preempt(pending, [agent("a", 1)], busy)
+    assert result == Plan([], [])
+    # ... but they may still start on another agent.
+    result = preempt(pending, [agent("a", 1), agent("b", 1)], busy)
+    assert started(result.assignments) == [3] and placed(result.assignments) == {3: "b"}
+    # Outside preemptive pools, backfill stays as it was: the free slot is taken.
+    assert started(schedule(pending, [agent("a", 1)], [], busy).assignments) == [3]
+
+
+def test_the_agent_needing_the_fewest_preempted_slots_is_chosen() -> None:
+    busy = [
+        holder(1, "a", slots=2, priority=60),
+        holder(2, "b", slots=1, priority=60, at=2),
+        holder(3, "b", slots=1, priority=60, at=1),
+    ]
+    agents = [agent("a", 0), agent("b", 1)]
+    assert victims(preempt([request(1, slots=2, priority=10)], agents, busy)) == [2]
+    # A surplus freed by one victim is counted for the next request of the same pass.
+    busy = [holder(1, "a", slots=2, priority=60)]
+    two = [request(1, priority=10), request(2, priority=20)]
+    assert victims(preempt(two, [agent("a", 0)], busy)) == [1]
+
+
+def test_preemption_honours_max_slots_and_disabled_agents() -> None:
+    busy = [holder(1, "a", priority=60)]
+    capped = request(1, priority=10, max_slots=1)
+    assert victims(preempt([capped], [agent("a", 0)], busy)) == [1]
+    over_cap = schedule([capped], [agent("a", 0)], [Running(1, 1)], busy, {"default"})
+    assert over_cap == Plan([], [])
+    assert preempt([request(1, priority=10)], [agent("a", 0, enabled=False)], busy) == Plan([], [])
+
+
+@st.composite
+def contended(draw: st.DrawFn) -> tuple[list[Request], list[AgentCapacity], list[Holder]]:
+    agents = [agent(f"a{i}", draw(st.integers(0, 2))) for i in range(draw(st.integers(1, 3)))]
+    holders = [
+        holder(
+            n,
+            draw(st.sampled_from([a.agent_id for a in agents])),
+            slots=draw(st.integers(0, 3)),
+            priority=draw(st.integers(1, 99)),
+            at=draw(st.integers(0, 5)),
+            preempting=draw(st.integers(0, 4)) == 0,
+        )
+        for n in range(draw(st.integers(0, 8)))
+    ]
+    pending = [
+        request(n, slots=draw(st.integers(0, 4)), priority=draw(st.integers(1, 99)))
+        for n in range(1, draw(st.integers(1, 6)))
+    ]
+    return pending, agents, holders
+
+
+@given(snapshot=contended())
+@settings(max_examples=300, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+def test_preemption_only_stops_less_important_runs_once_and_only_when_needed(
+    snapshot: tuple[list[Request], list[AgentCapacity], list[Holder]],
+) -> None:
+    pending, agents, holders = snapshot
+    result = preempt(pending, agents, holders)
+    by_id = {h.allocation_id: h for h in holders}
+    requests = {r.allocation_id: r for r in pending}
+    placed_ids = {a.allocation_id for a in result.assignments}
+    chosen = [p.allocation_id for p in result.preemptions]
+    assert len(chosen) == len(set(chosen)), "a run was preempted twice in one pass"
+    for p in result.preemptions:
+        victim, waiting = by_id[p.allocation_id], requests[p.for_allocation_id]
+        assert not victim.preempting and victim.slots > 0 and victim.agent_id == p.agent_id
+        assert victim.effective_priority > waiting.effective_priority
+        assert waiting.allocation_id not in placed_ids, "preempted for a request that started anyway"
+    # Just enough: without its last victim, a lone waiting request would not fit on that agent.
+    free = {a.agent_id: len(a.free_slots) for a in agents}
+    for waiting_id in {p.for_allocation_id for p in result.preemptions} if len(pending) == 1 else ():
+        mine = [by_id[p.allocation_id] for p in result.preemptions if p.for_allocation_id == waiting_id]
+        agent_id = mine[0].agent_id
+        leaving = sum(h.slots for h in holders if h.preempting and h.agent_id == agent_id)
+        assert free[agent_id] + leaving + sum(h.slots for h in mine[:-1]) < requests[waiting_id].slots_needed
+    # Without preemption the same snapshot starts the same runs or more (reservations only hold back).
+    assert len(schedule(pending, agents, [], holders).assignments) >= len(result.assignments)
+    assert preempt(list(reversed(pending)), list(reversed(agents)), list(reversed(holders))) == result

@@ -36,3 +36,14 @@ def test_cluster_defaults_put_checkpoints_under_the_data_dir(tmp_path) -> None: 
     ).effective_experiment_defaults()
     assert defaults["checkpoint_storage"] == {"type": "shared_fs", "host_path": str(tmp_path / "checkpoints")}
     assert defaults["max_restarts"] == 1
+
+
+def test_preemption_settings_come_from_the_environment(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    assert (Settings().scheduler_preemption, Settings().pool_preemption) == (False, {})
+    assert Settings().preemption_timeout_seconds == 300
+    monkeypatch.setenv("STALWART_SCHEDULER_PREEMPTION", "true")
+    monkeypatch.setenv("STALWART_POOL_PREEMPTION", '{"cpu": false, "gpu": true}')
+    monkeypatch.setenv("STALWART_PREEMPTION_TIMEOUT_SECONDS", "2.5")
+    settings = Settings()
+    assert settings.scheduler_preemption and settings.pool_preemption == {"cpu": False, "gpu": True}
+    assert settings.preemption_timeout_seconds == 2.5

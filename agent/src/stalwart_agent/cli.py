@@ -79,13 +79,31 @@ def run(
     work_dir: Annotated[
         Path | None,
         typer.Option(
-            "--work-dir", help="Where each trial gets a scratch directory (default: under $TMPDIR)."
+            "--work-dir",
+            help="Where the agent keeps each allocation's files, so a restarted agent adopts its "
+            "trials (default: $TMPDIR/stalwart-agent-<agent id>).",
         ),
     ] = None,
     shutdown_grace: Annotated[
         float,
         typer.Option(
-            "--shutdown-grace", min=0, help="Seconds trials get after SIGTERM when the agent stops."
+            "--shutdown-grace", min=0, help="Seconds trials get between SIGTERM and SIGKILL when stopped."
+        ),
+    ] = 10.0,
+    drain_timeout: Annotated[
+        float,
+        typer.Option(
+            "--drain-timeout",
+            min=0,
+            help="After SIGTERM, seconds to wait for the trials to checkpoint and move before stopping them.",
+        ),
+    ] = 600.0,
+    max_retry_delay: Annotated[
+        float,
+        typer.Option(
+            "--max-retry-delay",
+            min=0.1,
+            help="Longest wait between two tries to reach the master (exponential backoff with jitter).",
         ),
     ] = 10.0,
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")] = "info",
@@ -134,6 +152,8 @@ def run(
         work_dir=work_dir or Path(tempfile.gettempdir()) / f"stalwart-agent-{agent_id}",
         resource_pool=resource_pool,
         shutdown_grace=shutdown_grace,
+        drain_timeout=drain_timeout,
+        backoff_cap=max_retry_delay,
     )
     Agent(config).run()
 

@@ -1,27 +1,42 @@
-"""Starting and stopping one trial runner process group per allocation.
+"""Starting, adopting and stopping trial runners: one process session and one directory each.
 
-Every trial runner leads its own session and process group (``start_new_session``): SIGTERM goes
-to its group, SIGKILL to everything in its session, so a kill reaches the user's code and whatever
-it forked. The runner dies with the agent (``PR_SET_PDEATHSIG``) so a SIGKILLed agent leaves no
-trial holding a GPU; the runner's own children are its business: it must make them die with it
-(see docs/agent.md).
+Every trial runner is detached from the agent so that it survives the agent: it leads its own
+session and process group, has no parent-death signal, writes its stdout and stderr to files and
+its exit code to ``$STALWART_EXIT_FILE``. Each allocation's directory,
+``<work dir>/allocations/<allocation id>/``, holds::
+
+    state.json     {allocation_id, pid, start_ticks, started_at, trial_id, experiment_id, slot_uuids}
+    stdout.log     the runner's stdout (and its children's), appended
+    stderr.log     the same for stderr
+    exit           the runner's exit code, written atomically just before it exits
+    logs.json      how far the log shipper got (see logs.py)
+    scratch/       the runner's working directory
+
+A restarted agent reads every ``state.json`` and adopts the runners still alive (``recover``); the
+pid is trusted only if the process's start time (``/proc/<pid>/stat``) matches the recorded one, so
+a reused pid is never mistaken for the trial. SIGTERM goes to the runner's group, SIGKILL to every
+process in its session.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
+import datetime as dt
+import json
 import logging
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import Any
+
+import psutil
 
 from stalwart_agent.master import StartAction
 from stalwart_agent.slots import Slot
@@ -29,7 +44,9 @@ from stalwart_agent.slots import Slot
 log = logging.getLogger(__name__)
 
 RUNNER_COMMAND: tuple[str, ...] = (sys.executable, "-m", "stalwart.exec.run")
-_PR_SET_PDEATHSIG = 1
+ALLOCATIONS_DIR = "allocations"
+# How often the agent looks whether a runner it adopted (not its child, so it cannot wait) is gone.
+_ADOPTED_POLL_SECONDS = 0.2
 
 
 class LaunchError(Exception):
@@ -67,80 +84,144 @@ def visible_devices(slot_uuids: Sequence[str], slots: Mapping[str, Slot]) -> str
     return ",".join(uuid for uuid in slot_uuids if slots[uuid].type == "cuda")
 
 
-def _die_with_agent() -> Callable[[], None]:
-    """A ``preexec_fn`` that makes the child get SIGKILL when the agent dies.
+@dataclass(frozen=True)
+class AllocationDir:
+    """The files of one allocation under the agent's work directory."""
 
-    The kernel sends the signal when the *thread* that forked the child exits, so trials must be
-    launched from a thread that lives as long as the agent (the daemon's main loop).
+    root: Path
+
+    @property
+    def state(self) -> Path:
+        return self.root / "state.json"
+
+    @property
+    def stdout(self) -> Path:
+        return self.root / "stdout.log"
+
+    @property
+    def stderr(self) -> Path:
+        return self.root / "stderr.log"
+
+    @property
+    def exit_file(self) -> Path:
+        return self.root / "exit"
+
+    @property
+    def scratch(self) -> Path:
+        return self.root / "scratch"
+
+    def read_exit_code(self) -> int | None:
+        try:
+            return int(self.exit_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def write_exit_code(self, code: int) -> None:
+        write_atomically(self.exit_file, f"{code}\n")
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Readers see the old content or the new one, never half of it, even if we are killed midway."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def allocations_root(work_dir: Path) -> Path:
+    return work_dir / ALLOCATIONS_DIR
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks since boot on Linux); None if it is gone or a zombie.
+
+    A (pid, start time) pair names one process for good: the kernel may reuse the pid, never both.
     """
-    if not sys.platform.startswith("linux"):
-        return lambda: None
-    # Resolved before fork: the child only makes one foreign call, no imports or lookups.
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-    parent = os.getpid()
-    sigkill = int(signal.SIGKILL)
-
-    def preexec() -> None:
-        if prctl(_PR_SET_PDEATHSIG, sigkill, 0, 0, 0) != 0:
-            os._exit(127)
-        # The agent may have died between fork and prctl; then nobody would signal us.
-        if os.getppid() != parent:
-            os._exit(127)
-
-    return preexec
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            # The command name is in parentheses and may contain anything; fields follow the last ')'.
+            fields = stat.read().rsplit(b")", 1)[1].split()
+        return None if fields[0] in (b"Z", b"X") else int(fields[19])
+    except FileNotFoundError:
+        return None
+    except (OSError, IndexError, ValueError):
+        pass
+    try:  # not Linux: psutil's creation time, in hundredths of a second
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return None
+        created: float = process.create_time()
+        return round(created * 100)
+    except psutil.Error:
+        return None
 
 
 class TrialProcess:
-    """One running trial runner and its process group."""
+    """One trial runner and its session: either the agent's own child or one it adopted."""
 
-    def __init__(self, allocation_id: str, process: subprocess.Popen[bytes], work_dir: Path) -> None:
+    def __init__(
+        self,
+        allocation_id: str,
+        directory: AllocationDir,
+        pid: int,
+        start_ticks: int | None,
+        process: subprocess.Popen[bytes] | None = None,
+    ) -> None:
         self.allocation_id = allocation_id
+        self.directory = directory
+        self.pid = pid
+        self.pgid = pid  # leader of its own session, so pgid == sid == pid
+        self.start_ticks = start_ticks
         self.process = process
-        self.work_dir = work_dir
-        self.pgid = process.pid  # leader of its own session, so pgid == pid
         self.kill_requested = False
+        self._force_killed = False
         self._lock = threading.Lock()
-        self._reaped = False
+        self._gone = False
         self._timers: list[threading.Timer] = []
 
     @property
-    def pid(self) -> int:
-        return self.process.pid
+    def adopted(self) -> bool:
+        """Started by an earlier agent: not our child, so it is watched through /proc, not waited on."""
+        return self.process is None
 
     @property
-    def stdout(self) -> IO[bytes]:
-        assert self.process.stdout is not None
-        return self.process.stdout
+    def work_dir(self) -> Path:
+        return self.directory.root
 
-    @property
-    def stderr(self) -> IO[bytes]:
-        assert self.process.stderr is not None
-        return self.process.stderr
+    def _alive_locked(self) -> bool:
+        if self._gone:
+            return False
+        if self.process is not None:
+            return True  # our child: its pid stays ours until we reap it
+        return self.start_ticks is not None and process_start_ticks(self.pid) == self.start_ticks
+
+    def alive(self) -> bool:
+        with self._lock:
+            return self._alive_locked()
 
     def signal_group(self, sig: signal.Signals) -> bool:
-        """Send ``sig`` to the whole group while its leader is not reaped; False once it is gone.
+        """Send ``sig`` to the runner's group while the runner is ours; False once it is gone.
 
-        Until the leader is reaped its pid (= the pgid) cannot be reused, so this never signals
-        a stranger.
+        Our child's pid (= the pgid) cannot be reused until we reap it. An adopted runner is
+        checked by its start time first; its group id stays reserved while any member lives.
         """
         with self._lock:
-            if self._reaped:
+            if not self._alive_locked():
                 return False
             try:
                 os.killpg(self.pgid, sig)
-            except ProcessLookupError:
+            except (ProcessLookupError, PermissionError):
                 return False
             return True
 
     def kill_session(self) -> bool:
-        """SIGKILL every process in the runner's session; False once the runner is reaped.
+        """SIGKILL every process in the runner's session; False once the runner is gone.
 
-        The session, not just the group: a runner may put its entrypoint in a process group of
-        its own (to forward SIGTERM once), and everything it starts stays in the session unless
-        it calls setsid. The session id is the runner's pid, reserved until the runner is reaped.
+        The session, not just the group: the runner puts its entrypoint in a process group of its
+        own (to forward SIGTERM once), and everything it starts stays in the session unless it
+        calls setsid.
         """
         with self._lock:
-            if self._reaped:
+            if not self._alive_locked():
                 return False
             return self._kill_session_locked()
 
@@ -156,16 +237,19 @@ class TrialProcess:
         return sent
 
     def kill(self, grace_seconds: float) -> None:
-        """SIGTERM the group now and SIGKILL it if the runner is still there after the grace."""
+        """SIGTERM the group now and SIGKILL the session if the runner is still there after the grace."""
+        if not self.signal_group(signal.SIGTERM):
+            log.info(
+                "allocation %s: asked to kill a trial runner that has already exited", self.allocation_id
+            )
+            return
         self.kill_requested = True
         log.info(
-            "allocation %s: sending SIGTERM to process group %d (SIGKILL in %gs)",
+            "allocation %s: sent SIGTERM to process group %d (SIGKILL in %gs)",
             self.allocation_id,
             self.pgid,
             grace_seconds,
         )
-        if not self.signal_group(signal.SIGTERM):
-            return
         timer = threading.Timer(max(grace_seconds, 0.0), self._force_kill)
         timer.daemon = True
         with self._lock:
@@ -174,17 +258,39 @@ class TrialProcess:
 
     def _force_kill(self) -> None:
         if self.kill_session():
+            self._force_killed = True
             log.warning(
                 "allocation %s: session %d outlived its grace; sent SIGKILL to all of it",
                 self.allocation_id,
                 self.pgid,
             )
 
-    def wait(self) -> int:
-        """Block until the runner exits, kill whatever it left in its session, reap it; its exit code.
+    def wait(self) -> int | None:
+        """Block until the runner exits, kill whatever it left in its session; its exit code.
 
-        A negative code is the number of the signal that killed it, as ``subprocess`` reports it.
+        A negative code is the number of the signal that killed our child, as ``subprocess``
+        reports it. For an adopted runner the code comes from its exit file: None when it
+        vanished without writing one (SIGKILLed while the agent was away, for instance).
         """
+        if self.process is not None:
+            return self._wait_child(self.process)
+        while self.alive():
+            time.sleep(_ADOPTED_POLL_SECONDS)
+        with self._lock:
+            # Whatever the runner left behind (dataloader workers, a stray shell); the session id
+            # stays reserved while any of them lives, so these are the trial's own processes.
+            if not self._gone:
+                for pid in _session_members(self.pid):
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.kill(pid, signal.SIGKILL)
+            self._gone = True
+            self._cancel_timers_locked()
+        code = self.directory.read_exit_code()
+        if code is None and self._force_killed:
+            code = -int(signal.SIGKILL)
+        return code
+
+    def _wait_child(self, process: subprocess.Popen[bytes]) -> int:
         # Wait without reaping, so the session id stays ours while we sweep the session.
         while True:
             try:
@@ -192,18 +298,27 @@ class TrialProcess:
                 break
             except ChildProcessError:
                 break  # already reaped (cannot happen unless someone else waited)
+            except InterruptedError:
+                continue
         with self._lock:
-            # Whatever the runner left behind in its session (dataloader workers, a stray shell).
             self._kill_session_locked()
-            code = self.process.wait()
-            self._reaped = True
-            for timer in self._timers:
-                timer.cancel()
+            code = process.wait()
+            self._gone = True
+            self._cancel_timers_locked()
+        if self.directory.read_exit_code() is None:
+            # Killed before it could write one: record what we saw, for an agent that restarts
+            # before this exit reaches the master.
+            with contextlib.suppress(OSError):
+                self.directory.write_exit_code(code)
         return code
 
+    def _cancel_timers_locked(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
+
     def cleanup(self) -> None:
-        """Remove the trial's scratch directory; nothing in it outlives the allocation."""
-        shutil.rmtree(self.work_dir, ignore_errors=True)
+        """Remove the allocation's directory; call once its exit has reached the master."""
+        shutil.rmtree(self.directory.root, ignore_errors=True)
 
 
 def _session_members(sid: int) -> list[int]:
@@ -224,6 +339,10 @@ def _session_members(sid: int) -> list[int]:
     return members
 
 
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)[:128] or "allocation"
+
+
 def launch_trial(
     action: StartAction,
     *,
@@ -232,44 +351,106 @@ def launch_trial(
     work_root: Path,
     command: Sequence[str] = RUNNER_COMMAND,
     base_env: Mapping[str, str] | None = None,
-    die_with_agent: bool = True,
 ) -> TrialProcess:
-    """Start the trial runner for ``action`` in a fresh directory; raises ``LaunchError``.
+    """Start the trial runner for ``action`` in a fresh allocation directory; raises ``LaunchError``.
 
-    ``command`` is overridden only by tests; ``die_with_agent=False`` exists only so a test can
-    show that the orphan protection is what kills the trial.
+    ``command`` is overridden only by tests.
     """
     env = trial_env(
         base_env if base_env is not None else os.environ, master_url=master_url, action=action, slots=slots
     )
+    directory = AllocationDir(allocations_root(work_root) / _safe(action.allocation_id))
+    env["STALWART_EXIT_FILE"] = str(directory.exit_file)
     try:
-        work_root.mkdir(parents=True, exist_ok=True)
-        work_dir = Path(tempfile.mkdtemp(prefix=f"{_safe(action.allocation_id)}-", dir=work_root))
+        if directory.root.exists():  # left over from an earlier start of this allocation
+            shutil.rmtree(directory.root)
+        directory.scratch.mkdir(parents=True)
+        stdout = directory.stdout.open("ab")
+        stderr = directory.stderr.open("ab")
     except OSError as exc:
-        raise LaunchError(f"cannot create a work directory under {work_root}: {exc}") from exc
+        shutil.rmtree(directory.root, ignore_errors=True)
+        raise LaunchError(f"cannot create the allocation directory {directory.root}: {exc}") from exc
     try:
+        # No parent-death signal and a session of its own: the runner outlives the agent, and a
+        # restarted agent adopts it. Files instead of pipes, so it never writes to a dead reader.
         process = subprocess.Popen(
             list(command),
-            cwd=work_dir,
+            cwd=directory.scratch,
             env=env,
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stdout=stdout,
+            stderr=stderr,
             start_new_session=True,
-            preexec_fn=_die_with_agent() if die_with_agent else None,
         )
     except (OSError, subprocess.SubprocessError) as exc:
-        shutil.rmtree(work_dir, ignore_errors=True)
+        shutil.rmtree(directory.root, ignore_errors=True)
         raise LaunchError(f"cannot start the trial runner {command[0]}: {exc}") from exc
+    finally:
+        stdout.close()
+        stderr.close()
+    trial = TrialProcess(
+        action.allocation_id, directory, process.pid, process_start_ticks(process.pid), process
+    )
+    state = {
+        "allocation_id": action.allocation_id,
+        "pid": process.pid,
+        "start_ticks": trial.start_ticks,
+        "started_at": dt.datetime.now(dt.UTC).isoformat(),
+        "trial_id": action.trial_id,
+        "experiment_id": action.experiment_id,
+        "slot_uuids": list(action.slot_uuids),
+    }
+    try:
+        write_atomically(directory.state, json.dumps(state))
+    except OSError as exc:
+        # Without its record a restarted agent could not adopt it: better not to run it at all.
+        trial.kill_session()
+        trial.wait()
+        trial.cleanup()
+        raise LaunchError(f"cannot record the trial runner in {directory.state}: {exc}") from exc
     log.info(
         "allocation %s: started trial runner pid %d in %s (CUDA_VISIBLE_DEVICES=%r)",
         action.allocation_id,
         process.pid,
-        work_dir,
+        directory.root,
         env["CUDA_VISIBLE_DEVICES"],
     )
-    return TrialProcess(action.allocation_id, process, work_dir)
+    return trial
 
 
-def _safe(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)[:64] or "allocation"
+def recover(work_root: Path) -> list[TrialProcess]:
+    """The allocations an earlier agent left in ``work_root``, alive or not, to adopt or report.
+
+    A directory without a readable ``state.json`` (the agent died between creating it and
+    starting the runner) is removed.
+    """
+    root = allocations_root(work_root)
+    try:
+        entries = sorted(root.iterdir())
+    except FileNotFoundError:
+        return []
+    trials: list[TrialProcess] = []
+    for entry in entries:
+        if not entry.is_dir():
+            continue
+        directory = AllocationDir(entry)
+        try:
+            state: dict[str, Any] = json.loads(directory.state.read_text())
+            trial = TrialProcess(
+                str(state["allocation_id"]),
+                directory,
+                int(state["pid"]),
+                None if state.get("start_ticks") is None else int(state["start_ticks"]),
+            )
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("removing %s: no usable state.json (%s)", entry, exc)
+            shutil.rmtree(entry, ignore_errors=True)
+            continue
+        log.info(
+            "allocation %s: found runner pid %d from an earlier agent (%s)",
+            trial.allocation_id,
+            trial.pid,
+            "still running" if trial.alive() else "ended",
+        )
+        trials.append(trial)
+    return trials

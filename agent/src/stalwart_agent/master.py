@@ -32,6 +32,8 @@ class Registration:
     agent_id: str
     poll_timeout_seconds: float
     reconnect_wait_seconds: float
+    # Kills for allocations the agent reported running that the master has already ended.
+    actions: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,7 @@ def _optional_int(value: Any) -> int | None:
 
 
 class MasterClient:
-    """The five requests an agent makes, authenticated with the agent token."""
+    """The requests an agent makes, authenticated with the agent token."""
 
     def __init__(
         self,
@@ -123,20 +125,26 @@ class MasterClient:
             transport=self._transport,
         )
 
-    def register(self, resource_pool: str, slots: Sequence[Slot], running: Sequence[str]) -> Registration:
+    def register(
+        self, resource_pool: str, slots: Sequence[Slot], running: Sequence[str], *, draining: bool = False
+    ) -> Registration:
         """Announce the agent, its slots and the allocations it still runs (after a reconnect)."""
-        body = {
+        body: dict[str, Any] = {
             "agent_id": self.agent_id,
             "resource_pool": resource_pool,
             "version": __version__,
             "slots": [slot.to_json() for slot in slots],
             "running": list(running),
         }
+        if draining:
+            body["draining"] = True
         answer = self._reports.request("POST", "/api/v1/agents/register", json=body).json()
+        actions = answer.get("actions")
         registration = Registration(
             agent_id=str(answer.get("agent_id") or self.agent_id),
             poll_timeout_seconds=float(answer.get("poll_timeout_seconds") or self.poll_timeout),
             reconnect_wait_seconds=float(answer.get("reconnect_wait_seconds") or 25.0),
+            actions=tuple(actions) if isinstance(actions, list) else (),
         )
         if registration.poll_timeout_seconds != self.poll_timeout:
             self._poll.close()
@@ -144,15 +152,25 @@ class MasterClient:
             self._poll = self._poll_session(self.poll_timeout)
         return registration
 
-    def poll(self) -> list[Any]:
-        """Wait for work; also the agent's heartbeat. Returns the raw actions."""
+    def poll(self, timeout: float | None = None) -> list[Any]:
+        """Wait for work (at most ``timeout`` seconds, default the master's); also the agent's
+        heartbeat. Returns the raw actions."""
         response = self._poll.request(
             "GET",
             f"/api/v1/agents/{self.agent_id}/work",
-            params={"timeout_seconds": _seconds(self.poll_timeout)},
+            params={"timeout_seconds": _seconds(self.poll_timeout if timeout is None else timeout)},
         )
         actions = response.json().get("actions") or []
         return list(actions) if isinstance(actions, list) else []
+
+    def reset_poll(self) -> None:
+        """A fresh connection pool for the long poll, after a signal cut a request short."""
+        self._poll.close()
+        self._poll = self._poll_session(self.poll_timeout)
+
+    def drain(self) -> None:
+        """Ask the master to move this agent's trials elsewhere and schedule nothing new here."""
+        self._reports.request("POST", f"/api/v1/agents/{self.agent_id}/drain")
 
     def report_state(
         self, allocation_id: str, state: str, *, exit_code: int | None = None, reason: str = ""

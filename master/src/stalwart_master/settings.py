@@ -88,6 +88,13 @@ class Settings(BaseSettings):
     # An agent silent this long is lost: its runs end and its trials resume elsewhere.
     agent_reconnect_wait_seconds: float = Field(default=25.0, gt=0)
     scheduler_tick_seconds: float = Field(default=1.0, gt=0)
+    # A preempted run still alive this long after the request is killed, and its trial resumes from
+    # its latest checkpoint; an experiment's ``preemption_timeout`` overrides it.
+    preemption_timeout_seconds: float = Field(default=300.0, gt=0)
+    # Priority preemption (Determined's ``preemption: true``): a waiting trial stops lower-priority
+    # ones of its pool. ``pool_preemption`` sets it per pool, e.g. STALWART_POOL_PREEMPTION='{"gpu": true}'.
+    scheduler_preemption: bool = False
+    pool_preemption: dict[str, bool] = Field(default_factory=dict)
     # Merged under every submitted experiment config (the user's values win), e.g. checkpoint storage.
     experiment_defaults: dict[str, Any] = Field(default_factory=dict)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)

@@ -9,7 +9,7 @@ import typer
 
 from stalwart.cli._errors import EXIT_INTERRUPTED
 from stalwart.cli._shared import JsonOption, client, fmt_time, print_fields, print_json, print_table
-from stalwart.client import Client, LogLine, Trial
+from stalwart.client import Client, LogLine, Trial, TrialRun
 
 app = typer.Typer(help="Inspect trials: state, metrics and logs.", no_args_is_help=True)
 
@@ -52,6 +52,26 @@ def print_trials(trials: Iterable[Trial], metric: str, *, hparams: bool = False)
     print_table([*columns, "Hyperparameters"] if hparams else columns, rows)
 
 
+def print_runs(runs: Iterable[TrialRun]) -> None:
+    """One row per run: where and when it ran, how it ended and the checkpoint it started from."""
+    print_table(
+        ["Run", "Agent", "State", "Started", "Ended", "Exit code", "Exit reason", "Restored checkpoint"],
+        (
+            [
+                r.run_id,
+                r.agent_id,
+                r.state,
+                fmt_time(r.started_at),
+                fmt_time(r.ended_at),
+                r.exit_code,
+                r.exit_reason,
+                r.restored_checkpoint or ("" if r.started_at is None else "none (from scratch)"),
+            ]
+            for r in runs
+        ),
+    )
+
+
 def fmt_log(line: LogLine) -> str:
     where = f"[rank {line.rank}]" + (" [stderr]" if line.stream == "stderr" else "")
     return f"{fmt_time(line.ts)} {where} {line.message}"
@@ -87,11 +107,12 @@ app.command("ls", hidden=True)(list_)
 
 @app.command()
 def describe(ctx: typer.Context, trial_id: TrialId, as_json: JsonOption = False) -> None:
-    """Show one trial: state, restarts, steps, best validation metric, latest checkpoint."""
+    """Show one trial (state, restarts, steps, best metric, latest checkpoint) and each of its runs."""
     c = client(ctx)
     trial = c.get_trial(trial_id)
+    runs = c.list_trial_runs(trial_id)
     if as_json:
-        print_json(trial.raw)
+        print_json({**trial.raw, "runs": [r.raw for r in runs]})
         return
     metric = searcher_metric(c.get_experiment(trial.experiment_id).config)
     print_fields(
@@ -113,6 +134,9 @@ def describe(ctx: typer.Context, trial_id: TrialId, as_json: JsonOption = False)
             "Ended": fmt_time(trial.ended_at),
         }
     )
+    if runs:
+        typer.echo()
+        print_runs(runs)
 
 
 @app.command()

@@ -54,6 +54,7 @@ from stalwart.client.models import (
     Page,
     Slot,
     Trial,
+    TrialRun,
     User,
 )
 
@@ -94,6 +95,7 @@ __all__ = [
     "Slot",
     "StalwartError",
     "Trial",
+    "TrialRun",
     "UnauthorizedError",
     "User",
     "ValidationError",

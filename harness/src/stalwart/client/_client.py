@@ -32,6 +32,7 @@ from stalwart.client.models import (
     Page,
     Slot,
     Trial,
+    TrialRun,
     User,
 )
 
@@ -514,15 +515,31 @@ class Client:
         """
         return Trial.from_json(self._json("GET", f"/api/v1/trials/{trial_id}"))
 
-    def trial_metrics(self, trial_id: int, *, group: str | None = None) -> list[Metric]:
+    def trial_metrics(
+        self, trial_id: int, *, group: str | None = None, include_archived: bool = False
+    ) -> list[Metric]:
         """The trial's reported metrics in step order; ``group`` keeps one group (``validation``).
+
+        One row per (group, step): the live one. ``include_archived`` adds rows of earlier runs
+        past the step a later run restored from (``Metric.archived``).
 
         Example::
 
             losses = [m.values["loss"] for m in Client().trial_metrics(12, group="training")]
         """
-        data = self._json("GET", f"/api/v1/trials/{trial_id}/metrics", params={"group": group})
+        params = {"group": group, "include_archived": include_archived or None}
+        data = self._json("GET", f"/api/v1/trials/{trial_id}/metrics", params=params)
         return [Metric.from_json(item) for item in data.get("items") or ()]
+
+    def list_trial_runs(self, trial_id: int) -> list[TrialRun]:
+        """Each run of the trial, first to last: agent, start, end, exit code and reason, and the
+        checkpoint it restored.
+
+        Example::
+
+            failed = [r for r in Client().list_trial_runs(12) if r.exit_reason == "exited" and r.exit_code]
+        """
+        return [TrialRun.from_json(r) for r in self._json("GET", f"/api/v1/trials/{trial_id}/runs")]
 
     def iter_trial_logs(
         self, trial_id: int, *, follow: bool = False, tail: int | None = None

@@ -1,8 +1,10 @@
 """The one HTTP wrapper every SDK call goes through: base URL, bearer token, timeouts, retries.
 
-Only idempotent reads (GET, HEAD) are retried, and only when the connection itself failed; a
-POST that may have reached the master is never sent twice. httpx is imported on first use so
-importing the SDK (and running ``stalwart --help``) stays fast.
+Idempotent reads (GET, HEAD) are retried when the connection itself failed; a POST that may have
+reached the master is not sent twice. Any request the master answered with 503 and ``Retry-After``
+(its database was unreachable, so the request did not take effect) is sent again after that many
+seconds, a few times. httpx is imported on first use so importing the SDK (and running
+``stalwart --help``) stays fast.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ if TYPE_CHECKING:
     import httpx
 
 _IDEMPOTENT = frozenset({"GET", "HEAD"})
+_MAX_RETRY_AFTER = 30.0
 Params = Mapping[str, str | int | bool | Sequence[str]]
 
 
@@ -84,24 +87,29 @@ class HTTPSession:
         method = method.upper()
         all_headers = self._headers(headers, auth)
         attempts = 1 + (self.retries if method in _IDEMPOTENT else 0)
-        for attempt in range(attempts):
-            try:
-                response = self._http().request(
-                    method,
-                    path,
-                    params=_flatten(params),
-                    json=json,
-                    content=content,
-                    headers=all_headers,
-                )
-                break
-            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as exc:
-                # The master restarting or a flaky network; only safe to repeat for reads.
-                if attempt + 1 >= attempts:
+        for unavailable in range(1 + self.retries):
+            for attempt in range(attempts):
+                try:
+                    response = self._http().request(
+                        method,
+                        path,
+                        params=_flatten(params),
+                        json=json,
+                        content=content,
+                        headers=all_headers,
+                    )
+                    break
+                except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as exc:
+                    # The master restarting or a flaky network; only safe to repeat for reads.
+                    if attempt + 1 >= attempts:
+                        raise MasterUnreachable(self.base_url, _reason(exc)) from exc
+                    time.sleep(self.backoff * 2**attempt)
+                except httpx.TransportError as exc:
                     raise MasterUnreachable(self.base_url, _reason(exc)) from exc
-                time.sleep(self.backoff * 2**attempt)
-            except httpx.TransportError as exc:
-                raise MasterUnreachable(self.base_url, _reason(exc)) from exc
+            delay = _retry_after(response)
+            if delay is None or unavailable >= self.retries:
+                break
+            time.sleep(delay)
         if response.is_success or response.status_code in ok:
             return response
         raise _error(response)
@@ -165,6 +173,16 @@ def _error(response: httpx.Response) -> APIError:
         method=response.request.method,
         url=str(response.request.url),
     )
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """Seconds to wait before sending again, when the master said so with a 503."""
+    if response.status_code != 503:
+        return None
+    try:
+        return min(max(float(response.headers.get("Retry-After", "")), 0.0), _MAX_RETRY_AFTER)
+    except ValueError:
+        return None  # absent, or an HTTP date: not the master's hint
 
 
 def _flatten(params: Params | None) -> list[tuple[str, Any]] | None:

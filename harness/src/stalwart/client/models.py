@@ -42,6 +42,7 @@ __all__ = [
     "Page",
     "Slot",
     "Trial",
+    "TrialRun",
     "User",
 ]
 
@@ -288,7 +289,6 @@ class Page(Generic[T]):
         )
 
 
-
 def _optional_str(value: Any) -> str | None:
     return None if value is None else str(value)
 
@@ -358,7 +358,8 @@ class Trial:
 class Metric:
     """One report of a trial: a group (``training``, ``validation``) of values at a step.
 
-    Values may be NaN or infinite; they are kept as such.
+    Values may be NaN or infinite; they are kept as such. ``archived`` rows were reported by an
+    earlier run past the step a later run restored; they are only listed when asked for.
 
     Example::
 
@@ -371,6 +372,7 @@ class Metric:
     run_id: int
     values: Mapping[str, Any] = field(hash=False)
     reported_at: datetime | None
+    archived: bool = False
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -381,6 +383,49 @@ class Metric:
             run_id=int(data.get("run_id") or 0),
             values=data.get("values") or {},
             reported_at=_time(data.get("reported_at")),
+            archived=bool(data.get("archived")),
+            raw=data,
+        )
+
+
+@dataclass(frozen=True)
+class TrialRun:
+    """One run (allocation) of a trial: the agent, when it ran, how it ended, what it restored.
+
+    ``exit_reason`` is ``exited`` (only these count against ``max_restarts`` when non-zero),
+    ``launch failed``, ``agent lost``, ``preemption timeout``, ``killed``, ``drained``,
+    ``preempted`` or ``not started``; empty while the run is live.
+
+    Example::
+
+        for run in Client().list_trial_runs(12):
+            print(run.run_id, run.agent_id, run.exit_code, run.exit_reason, run.restored_checkpoint)
+    """
+
+    run_id: int
+    allocation_id: str
+    agent_id: str | None
+    state: str
+    started_at: datetime | None
+    ended_at: datetime | None
+    exit_code: int | None
+    exit_reason: str
+    restored_checkpoint: str | None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> TrialRun:
+        code = data.get("exit_code")
+        return cls(
+            run_id=int(data["run_id"]),
+            allocation_id=str(data["allocation_id"]),
+            agent_id=_optional_str(data.get("agent_id")),
+            state=str(data.get("state") or ""),
+            started_at=_time(data.get("started_at")),
+            ended_at=_time(data.get("ended_at")),
+            exit_code=None if code is None else int(code),
+            exit_reason=str(data.get("exit_reason") or ""),
+            restored_checkpoint=_optional_str(data.get("restored_checkpoint")),
             raw=data,
         )
 

@@ -6,6 +6,10 @@ Core API reads, runs the entrypoint as a child, forwards SIGTERM/SIGINT to it an
 child's exit code. Exit codes of its own follow the shell's conventions: 125 when the runner
 itself failed (master unreachable, bad context), 126 when the entrypoint cannot be executed, 127
 when it is not found.
+
+Just before exiting it writes its exit code to ``$STALWART_EXIT_FILE`` when that is set (the agent
+sets it): the runner is detached from the agent, so an agent restarted meanwhile learns the exit
+code from this file, not by waiting for its child.
 """
 
 from __future__ import annotations
@@ -190,8 +194,35 @@ def run_child(argv: list[str], cwd: Path, env: Mapping[str, str]) -> int:
     return code
 
 
+def write_exit_file(code: int, path: str | None = None) -> None:
+    """Record ``code`` in ``$STALWART_EXIT_FILE`` atomically (a temporary file renamed over it), so
+    a reader sees a whole code or none."""
+    target = path if path is not None else os.environ.get("STALWART_EXIT_FILE")
+    if not target:
+        return
+    tmp = f"{target}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "w") as file:
+            file.write(f"{code}\n")
+        os.replace(tmp, target)
+    except OSError as exc:
+        logger.warning("cannot write the exit code to %s: %s", target, exc)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Start the allocation's trial; return the exit code to report."""
+    """Start the allocation's trial; return the exit code to report (also to ``$STALWART_EXIT_FILE``)."""
+    code = EXIT_RUNNER_FAILED
+    try:
+        code = _main(argv)
+    except SystemExit as exc:  # argparse: --help, bad arguments
+        code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+        raise
+    finally:
+        write_exit_file(code)
+    return code
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stalwart.exec.run", description=__doc__.split("\n")[0])
     parser.add_argument(
         "--work-dir",

@@ -7,7 +7,7 @@ import datetime as dt
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -49,6 +49,8 @@ class RegisterIn(BaseModel):
     version: Text = Field(default="", max_length=64)
     slots: list[SlotIn] = Field(max_length=1024)
     running: list[str] = Field(default_factory=list, max_length=1024)
+    # Re-registering while it drains (after the master came back): keep draining.
+    draining: bool = False
 
 
 class AgentOut(BaseModel):
@@ -92,21 +94,39 @@ def create_agent_token(admin: AdminUser, session: SessionDep) -> dict[str, str]:
 def register_agent(
     body: RegisterIn, _: AgentToken, session: SessionDep, settings: SettingsDep, request: Request
 ) -> dict[str, Any]:
+    """Also after a restart of either side: ``running`` lists the allocations the agent still runs;
+    they carry on, the ones it no longer has end ("agent lost"), and ``actions`` holds kills for
+    those it runs but the master has already ended."""
     agents_service.register_agent(
         session,
         body.agent_id,
         body.resource_pool,
         body.version,
         [SlotReport(s.index, s.type, s.uuid, s.name, s.memory_mb) for s in body.slots],
+        draining=body.draining,
     )
-    allocations_service.reconcile_agent(session, body.agent_id, body.running)
+    actions = allocations_service.reconcile_agent(session, body.agent_id, body.running)
+    if body.draining:
+        allocations_service.drain_allocations(session, body.agent_id)
     session.commit()
     _wake(request)
     return {
         "agent_id": body.agent_id,
         "poll_timeout_seconds": 20,
         "reconnect_wait_seconds": settings.agent_reconnect_wait_seconds,
+        "actions": actions,
     }
+
+
+@router.post("/agents/{agent_id}/drain", status_code=204, responses=problem_responses(404))
+def drain_agent(agent_id: AgentId, _: AgentToken, session: SessionDep, request: Request) -> Response:
+    """The agent is going away (SIGTERM): its trials checkpoint and resume on other agents, and
+    nothing new is scheduled on it until it registers again without draining."""
+    agents_service.mark_draining(session, agent_id)
+    allocations_service.drain_allocations(session, agent_id)
+    session.commit()
+    _wake(request)
+    return Response(status_code=204)
 
 
 @router.get("/agents/{agent_id}/work")
@@ -114,9 +134,14 @@ async def agent_work(
     agent_id: AgentId,
     _: AgentToken,
     session: SessionDep,
+    request: Request,
     timeout_seconds: Annotated[float, Query(ge=0, le=60)] = 20,
 ) -> dict[str, Any]:
-    """Long-poll: answers as soon as there is something to do; every poll counts as a heartbeat."""
+    """Long-poll: answers as soon as there is something to do; every poll counts as a heartbeat.
+
+    It stops when the agent hangs up: a dead agent's poll must not keep it alive (its heartbeat) or
+    take actions nobody will read.
+    """
     deadline = time.monotonic() + timeout_seconds
 
     def poll() -> list[dict[str, Any]]:
@@ -126,6 +151,8 @@ async def agent_work(
         return actions
 
     while True:
+        if await request.is_disconnected():
+            return {"actions": []}
         actions = await run_in_threadpool(poll)
         if actions or time.monotonic() >= deadline:
             return {"actions": actions}

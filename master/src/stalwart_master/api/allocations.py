@@ -72,7 +72,9 @@ def allocation_info(
     allocation_id: AllocationId, allocation: AllocationDep, session: SessionDep
 ) -> dict[str, Any]:
     _own(allocation, allocation_id)
-    return allocations_service.trial_info(session, allocation)
+    info = allocations_service.trial_info(session, allocation)
+    session.commit()  # the run's restored checkpoint and the metric rollback it implies
+    return info
 
 
 @router.get("/allocations/{allocation_id}/signals/preemption")

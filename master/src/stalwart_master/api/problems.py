@@ -18,6 +18,8 @@ from stalwart_master.errors import DomainError
 log = logging.getLogger(__name__)
 
 PROBLEM_TYPE_PREFIX = "urn:stalwart:problem:"
+# What a 503 asks clients to wait: about how long PostgreSQL takes to come back from a restart.
+RETRY_AFTER_SECONDS = 2
 _HTTP_SLUGS = {
     400: ("bad-request", "Bad request"),
     401: ("unauthorized", "Not authenticated"),
@@ -89,9 +91,15 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _database_down(_: Request, exc: Exception) -> JSONResponse:
+    # The unit of work failed before or at its commit; clients send the request again after the
+    # hint (the writes that must not repeat carry idempotency keys).
     log.warning("database unavailable: %s", exc)
     return problem(
-        503, "service-unavailable", "Service unavailable", "the database is unreachable; retry shortly"
+        503,
+        "service-unavailable",
+        "Service unavailable",
+        "the database is unreachable; retry shortly",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
     )
 
 

@@ -71,8 +71,10 @@ def trial_metrics(
     session: SessionDep,
     group: Annotated[str | None, Query(max_length=64, pattern=r"^[^.\x00]+$")] = None,
     limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
+    include_archived: bool = False,
 ) -> Response:
-    """Values keep NaN and Infinity as JSON tokens (what Python's json reads back as floats)."""
+    """One live row per (group, step); ``include_archived`` adds the rows of earlier runs past the
+    step a later run restored. Values keep NaN and Infinity as JSON tokens (Python reads them back)."""
     trials_service.get_trial(session, trial_id)
     rows = [
         {
@@ -81,10 +83,49 @@ def trial_metrics(
             "run_id": m.run_id,
             "values": {k: trials_service.decode_value(v) for k, v in m.values.items()},
             "reported_at": m.reported_at.isoformat(),
+            "archived": m.archived,
         }
-        for m in trials_service.list_metrics(session, trial_id, group, limit)
+        for m in trials_service.list_metrics(
+            session, trial_id, group, limit, include_archived=include_archived
+        )
     ]
     return Response(json.dumps({"items": rows}, allow_nan=True), media_type="application/json")
+
+
+class RunOut(BaseModel):
+    """One run (allocation) of a trial: where and when it ran, how it ended, what it restored."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    run_id: int
+    allocation_id: uuid.UUID
+    agent_id: str | None
+    state: str
+    started_at: dt.datetime | None
+    ended_at: dt.datetime | None
+    exit_code: int | None
+    exit_reason: str
+    restored_checkpoint: uuid.UUID | None
+
+
+@router.get("/trials/{trial_id}/runs", response_model=list[RunOut])
+def list_runs(trial_id: TrialId, _: CurrentUser, session: SessionDep) -> list[RunOut]:
+    """First run first; ``exit_reason`` is ``exited``, ``launch failed``, ``agent lost``,
+    ``preemption timeout``, ``killed``, ``drained``, ``preempted`` or ``not started``."""
+    return [
+        RunOut(
+            run_id=a.run_id,
+            allocation_id=a.id,
+            agent_id=a.agent_id,
+            state=a.state,
+            started_at=a.started_at,
+            ended_at=a.ended_at,
+            exit_code=a.exit_code,
+            exit_reason=a.exit_reason,
+            restored_checkpoint=a.restored_checkpoint,
+        )
+        for a in trials_service.list_runs(session, trial_id)
+    ]
 
 
 def _described(session: Session, checkpoints: list[Checkpoint]) -> list[CheckpointOut]:

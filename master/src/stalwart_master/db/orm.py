@@ -238,6 +238,8 @@ class Allocation(Base):
     kill_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
     kill_delivered: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
     preempt_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    # When preemption was first asked for: the run is killed once its preemption_timeout has passed.
+    preempt_requested_at: Mapped[dt.datetime | None]
     preempt_acked: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
     exit_code: Mapped[int | None]
     exit_reason: Mapped[str] = mapped_column(Text, default="", server_default="")
@@ -245,6 +247,8 @@ class Allocation(Base):
     assigned_at: Mapped[dt.datetime | None]
     started_at: Mapped[dt.datetime | None]
     ended_at: Mapped[dt.datetime | None]
+    # The checkpoint this run was told to start from (NULL: from scratch), set when the run starts.
+    restored_checkpoint: Mapped[UUID | None] = mapped_column(Uuid)
 
 
 class AllocationSlot(Base):
@@ -268,10 +272,21 @@ class AllocationSlot(Base):
 
 
 class Metric(Base):
+    """One report. Rows of an earlier run past the step a later run restored are ``archived``
+    (kept, never shown as live): exactly one live row per (trial, group, step)."""
+
     __tablename__ = "metrics"
     __table_args__ = (
         UniqueConstraint(
             "trial_id", "group", "steps_completed", "run_id", name="uq_metrics_trial_group_steps_run"
+        ),
+        Index(
+            "uq_metrics_live_trial_group_steps",
+            "trial_id",
+            "group",
+            "steps_completed",
+            unique=True,
+            postgresql_where=text("NOT archived"),
         ),
     )
 
@@ -282,6 +297,7 @@ class Metric(Base):
     steps_completed: Mapped[int] = mapped_column(BigInteger)
     values: Mapped[dict[str, Any]]
     reported_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+    archived: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
 
 
 class MetricBatch(Base):

@@ -417,6 +417,12 @@ class ExperimentConfig(Section):
     max_restarts: int = Field(
         default=5, ge=0, description="Retries of a failed trial from its latest checkpoint."
     )
+    preemption_timeout: int | None = Field(
+        default=None,
+        gt=0,
+        description="Seconds a preempted trial gets to checkpoint and exit before it is killed "
+        "(it then resumes from its latest checkpoint); unset: the cluster's, 300 by default.",
+    )
     environment: Environment = Field(default_factory=Environment)
     reproducibility: Reproducibility = Field(default_factory=Reproducibility)
     records_per_epoch: int = Field(default=0, ge=0, description="Needed to express periods in epochs.")

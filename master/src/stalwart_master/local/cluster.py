@@ -288,6 +288,10 @@ def _ensure_agent(
         f"local-{name}",
         "--work-dir",
         str(layout.data_dir / "agents" / name),
+        # `down` sends SIGTERM, which drains the agent: its trials checkpoint and stop. Trials that
+        # ignore preemption are stopped after this, inside the AGENT_STOP_TIMEOUT_S `down` waits.
+        "--drain-timeout",
+        str(int(AGENT_STOP_TIMEOUT_S * 2 / 3)),
     ]
     if artificial_slots is not None:
         argv += ["--artificial-slots", str(artificial_slots)]

@@ -1,7 +1,9 @@
 """The scheduling loop: a thread in the master, woken by events and by a periodic tick.
 
 Each pass runs in one transaction under a PostgreSQL advisory lock, so two masters never schedule
-at once, and all its state is in the database, so a restarted master simply carries on.
+at once, and all its state is in the database, so a restarted master simply carries on: nothing is
+requeued at start, agents get a full reconnect window before any is declared lost, and preemption
+timeouts count from the start at the earliest (nobody could hear a request while the master was down).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from collections.abc import Callable
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
+from stalwart_master.db.orm import utcnow
+from stalwart_master.scheduler.placement import PreemptionPolicy
 from stalwart_master.services import agents as agents_service
 from stalwart_master.services import allocations as allocations_service
 
@@ -22,15 +26,26 @@ log = logging.getLogger(__name__)
 _LOCK_ID = 0x5354574D
 
 
-def schedule_once(session: Session, reconnect_wait: dt.timedelta) -> None:
+def schedule_once(
+    session: Session,
+    reconnect_wait: dt.timedelta,
+    preemption: PreemptionPolicy | None = None,
+    master_started_at: dt.datetime | None = None,
+) -> bool:
+    """One pass; False when another pass holds the lock. ``master_started_at``: no agent is declared
+    lost before a full reconnect window has passed since then, as if each had just polled."""
     if not session.scalar(text("SELECT pg_try_advisory_xact_lock(:id)"), {"id": _LOCK_ID}):
-        return
-    lost = agents_service.mark_lost(session, reconnect_wait)
-    if lost:
-        allocations_service.fail_lost_agents(session, lost)
+        return False
+    policy = preemption or PreemptionPolicy()
+    if master_started_at is None or utcnow() - master_started_at >= reconnect_wait:
+        lost = agents_service.mark_lost(session, reconnect_wait)
+        if lost:
+            allocations_service.fail_lost_agents(session, lost)
+    allocations_service.kill_overdue_preemptions(session, policy.timeout, master_started_at)
     allocations_service.settle_stopping(session)
     allocations_service.request_allocations(session)
-    allocations_service.assign_pending(session)
+    allocations_service.assign_pending(session, policy)
+    return True
 
 
 class SchedulerThread:
@@ -43,16 +58,20 @@ class SchedulerThread:
         tick_seconds: float,
         reconnect_wait: dt.timedelta,
         chores: list[tuple[float, Callable[[], object]]] | None = None,
+        preemption: PreemptionPolicy | None = None,
     ) -> None:
         self._sessions = sessions
         self._tick = tick_seconds
         self._reconnect_wait = reconnect_wait
+        self._preemption = preemption or PreemptionPolicy()
+        self._started_at = utcnow()
         self._chores = [(interval, chore, [0.0]) for interval, chore in chores or []]
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="scheduler", daemon=True)
 
     def start(self) -> None:
+        self._started_at = utcnow()
         self._thread.start()
 
     def wake(self) -> None:
@@ -72,7 +91,7 @@ class SchedulerThread:
                 break
             try:
                 with self._sessions.begin() as session:
-                    schedule_once(session, self._reconnect_wait)
+                    schedule_once(session, self._reconnect_wait, self._preemption, self._started_at)
             except Exception:  # the loop must outlive a bad pass (e.g. the database restarting)
                 log.exception("scheduling pass failed; retrying on the next tick")
             self._run_chores()

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 DEFAULT_PRIORITY = 42  # Determined's default; 1 is the most urgent, 99 the least
 
@@ -70,6 +70,47 @@ class Running:
 
 
 @dataclass(frozen=True)
+class Holder:
+    """A live allocation holding slots on an agent, as priority preemption sees it.
+
+    ``since`` is when it started (or was assigned); ``preempting`` means it was already asked to
+    stop, so its slots are about to be free and it is never asked twice.
+    """
+
+    allocation_id: uuid.UUID
+    agent_id: str
+    slots: int
+    priority: int | None
+    since: datetime
+    preempting: bool = False
+
+    @property
+    def effective_priority(self) -> int:
+        return DEFAULT_PRIORITY if self.priority is None else self.priority
+
+
+@dataclass(frozen=True)
+class Preemption:
+    """Ask ``allocation_id`` on ``agent_id`` to checkpoint and exit, making room for another."""
+
+    allocation_id: uuid.UUID
+    for_allocation_id: uuid.UUID
+    agent_id: str
+
+
+@dataclass(frozen=True)
+class PreemptionPolicy:
+    """The cluster's preemption settings: priority preemption per pool and the preemption timeout."""
+
+    timeout: timedelta = timedelta(seconds=300)
+    default: bool = False
+    pools: Mapping[str, bool] = field(default_factory=dict)
+
+    def preemptive(self, pool: str) -> bool:
+        return self.pools.get(pool, self.default)
+
+
+@dataclass(frozen=True)
 class Assignment:
     """Start ``allocation_id`` on ``agent_id`` with exactly these slots (none for a CPU-only trial)."""
 
@@ -98,6 +139,14 @@ def _free_slots(agents: list[AgentCapacity]) -> dict[str, list[SlotRef]]:
     return free
 
 
+@dataclass(frozen=True)
+class Plan:
+    """The result of one pass: runs to start now, and runs to preempt for waiting ones."""
+
+    assignments: list[Assignment]
+    preemptions: list[Preemption] = field(default_factory=list)
+
+
 def plan(pending: list[Request], agents: list[AgentCapacity], running: list[Running]) -> list[Assignment]:
     """Which pending requests start now, where, and on which slots; the rest keep waiting.
 
@@ -108,7 +157,74 @@ def plan(pending: list[Request], agents: list[AgentCapacity], running: list[Runn
     - An experiment never holds more than ``max_slots``, counting running and newly planned slots.
     - A request that cannot start is skipped and later ones still may (plain backfill).
     - A zero-slot request starts on any schedulable agent of its pool and takes no slot.
-    The result does not depend on the order of the inputs.
+    The result does not depend on the order of the inputs. ``schedule`` adds priority preemption.
+    """
+    return schedule(pending, agents, running).assignments
+
+
+def _victim_order(holder: Holder) -> tuple[int, datetime, uuid.UUID]:
+    return holder.effective_priority, holder.since, holder.allocation_id
+
+
+def _make_room(
+    request: Request,
+    candidates: list[str],
+    free: dict[str, list[SlotRef]],
+    freeing: Counter[str],
+    victims: dict[str, list[Holder]],
+) -> tuple[str, list[Holder]] | None:
+    """The agent where ``request`` fits once slots being freed and the fewest victims' slots are free."""
+    best: tuple[tuple[int, int, str], str, list[Holder]] | None = None
+    for agent_id in candidates:
+        have = len(free[agent_id]) + freeing[agent_id]
+        chosen: list[Holder] = []
+        for holder in victims[agent_id]:  # least important first, then youngest first
+            if have >= request.slots_needed or holder.effective_priority <= request.effective_priority:
+                break
+            chosen.append(holder)
+            have += holder.slots
+        if have < request.slots_needed:
+            continue
+        key = (sum(h.slots for h in chosen), len(chosen), agent_id)
+        if best is None or key < best[0]:
+            best = (key, agent_id, chosen)
+    return None if best is None else (best[1], best[2])
+
+
+def _reserve(
+    request: Request,
+    agent_id: str,
+    chosen: list[Holder],
+    free: dict[str, list[SlotRef]],
+    freeing: Counter[str],
+    victims: dict[str, list[Holder]],
+) -> list[Preemption]:
+    """Hold the agent's free and soon-free slots for ``request``; a victim's surplus is free soon."""
+    rest = request.slots_needed - len(free[agent_id][: request.slots_needed])
+    del free[agent_id][: request.slots_needed]
+    # Slots being freed cover ``rest`` first, the victims the remainder; what they free beyond it
+    # stays available to later requests of this pass.
+    freeing[agent_id] += sum(h.slots for h in chosen) - rest
+    for holder in chosen:
+        victims[agent_id].remove(holder)
+    return [Preemption(h.allocation_id, request.allocation_id, agent_id) for h in chosen]
+
+
+def schedule(
+    pending: list[Request],
+    agents: list[AgentCapacity],
+    running: list[Running],
+    holders: Sequence[Holder] = (),
+    preemptive_pools: Collection[str] = frozenset(),
+) -> Plan:
+    """``plan``, plus priority preemption in ``preemptive_pools``.
+
+    There, a request that fits nowhere claims an agent where it would fit once enough lower-priority
+    holders (a greater priority number) stop: slots already being freed first, then victims least
+    important first and youngest first, on the agent needing the fewest preempted slots. The free
+    slots of that agent are reserved for it (no later request may backfill them), so the freed
+    slots go to the request that caused the preemption, and a holder already asked to stop is
+    never asked again. The claim is recomputed each pass from the snapshot alone.
     """
     for request in pending:
         if request.slots_needed < 0:
@@ -124,9 +240,18 @@ def plan(pending: list[Request], agents: list[AgentCapacity], running: list[Runn
     held: Counter[int] = Counter()
     for entry in running:
         held[entry.experiment_id] += entry.slots
+    freeing: Counter[str] = Counter()
+    victims: dict[str, list[Holder]] = defaultdict(list)
+    for holder in sorted(set(holders), key=_victim_order, reverse=True):
+        if holder.slots > 0:
+            if holder.preempting:
+                freeing[holder.agent_id] += holder.slots
+            else:
+                victims[holder.agent_id].append(holder)
     zero_slot_starts: Counter[str] = Counter()
     planned: set[uuid.UUID] = set()
     assignments: list[Assignment] = []
+    preemptions: list[Preemption] = []
 
     for request in sorted(pending, key=queue_order):
         if request.allocation_id in planned:
@@ -146,6 +271,13 @@ def plan(pending: list[Request], agents: list[AgentCapacity], running: list[Runn
                 continue
             fitting = [a for a in candidates if len(free[a]) >= needed]
             if not fitting:
+                room = None
+                if request.resource_pool in preemptive_pools:
+                    room = _make_room(request, candidates, free, freeing, victims)
+                if room is not None:
+                    preemptions += _reserve(request, *room, free, freeing, victims)
+                    held[request.experiment_id] += needed
+                    planned.add(request.allocation_id)
                 continue
             agent_id = min(fitting, key=lambda a: (len(free[a]), a))
             chosen = tuple(free[agent_id][:needed])
@@ -161,4 +293,4 @@ def plan(pending: list[Request], agents: list[AgentCapacity], running: list[Runn
                 slots=chosen,
             )
         )
-    return assignments
+    return Plan(assignments, preemptions)

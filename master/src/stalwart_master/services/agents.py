@@ -33,9 +33,20 @@ def create_agent_token(session: Session, admin: User) -> str:
 
 
 def register_agent(
-    session: Session, agent_id: str, resource_pool: str, version: str, slots: list[SlotReport]
+    session: Session,
+    agent_id: str,
+    resource_pool: str,
+    version: str,
+    slots: list[SlotReport],
+    *,
+    draining: bool = False,
 ) -> Agent:
-    """Upsert the agent; devices it no longer reports stay on record but are never scheduled again."""
+    """Upsert the agent; devices it no longer reports stay on record but are never scheduled again.
+
+    ``draining``: the agent is still draining (it re-registers after the master came back). An
+    enabled agent registering without it has come back after its own drain and is offered work
+    again; an agent an admin disabled stays disabled.
+    """
     errors = ErrorList()
     if len({s.index for s in slots}) != len(slots):
         errors.add("slots", "slot indexes must be unique")
@@ -55,6 +66,10 @@ def register_agent(
         True,
         now,
     )
+    if draining:
+        agent.draining = True
+    elif agent.enabled:
+        agent.draining = False
     session.flush()
     known = {s.index: s for s in session.scalars(select(Slot).where(Slot.agent_id == agent_id))}
     for report in slots:
@@ -124,6 +139,21 @@ def set_enabled(session: Session, agent_id: str, *, enabled: bool, drain: bool =
     agent = get_agent(session, agent_id)
     agent.enabled = enabled
     agent.draining = (not enabled) and drain
+    return agent
+
+
+def mark_draining(session: Session, agent_id: str) -> Agent:
+    """The agent asked to be drained: nothing new is scheduled there until it registers again.
+
+    It stays enabled, so the same agent coming back (a spot node returning) gets work again; an
+    admin's ``disable`` is what keeps an agent out for good.
+    """
+    agent = session.get(Agent, agent_id, with_for_update=True)
+    if agent is None:
+        raise NotFound(f"agent {agent_id} is not registered")
+    agent.draining = True
+    agent.last_seen_at, agent.connected = utcnow(), True
+    log.info("agent %s is draining", agent_id)
     return agent
 
 

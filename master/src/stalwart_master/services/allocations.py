@@ -6,12 +6,12 @@ takes a session and never commits; the scheduler loop and the routes own the tra
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import uuid
-from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from stalwart_master.db.orm import (
@@ -27,10 +27,22 @@ from stalwart_master.db.orm import (
 )
 from stalwart_master.errors import Forbidden, NotFound
 from stalwart_master.expconf import ExperimentConfig
-from stalwart_master.scheduler import DEFAULT_PRIORITY, AgentCapacity, Request, Running, SlotRef, plan
+from stalwart_master.scheduler import (
+    DEFAULT_PRIORITY,
+    AgentCapacity,
+    Holder,
+    Preemption,
+    PreemptionPolicy,
+    Request,
+    Running,
+    SlotRef,
+    schedule,
+)
 from stalwart_master.searcher import Create, Searcher, make_searcher
 from stalwart_master.services import gc as gc_service
 from stalwart_master.services import lineage as lineage_service
+from stalwart_master.services import outcomes
+from stalwart_master.services import trials as trials_service
 from stalwart_master.services import users as users_service
 from stalwart_master.services.states import STOPPING, TERMINAL, ExperimentState
 
@@ -96,11 +108,18 @@ def stop_experiment_runs(session: Session, experiment: Experiment, *, kill: bool
     for allocation in live_allocations(session, experiment.id):
         if allocation.state == "PENDING" or (allocation.state == "ASSIGNED" and not allocation.delivered):
             # Never handed to an agent: nothing runs, so the slots are simply given back.
-            _terminate(session, allocation, exit_code=None, reason="stopped before it started")
+            _terminate(session, allocation, exit_code=None, reason=outcomes.NOT_STARTED)
         elif kill:
             allocation.kill_requested = True
         else:
-            allocation.preempt_requested = True
+            request_preemption(allocation)
+
+
+def request_preemption(allocation: Allocation) -> None:
+    """Ask a run to checkpoint and exit 0; its preemption_timeout runs from the first request."""
+    allocation.preempt_requested = True
+    if allocation.preempt_requested_at is None:
+        allocation.preempt_requested_at = utcnow()
 
 
 def _release(session: Session, allocation: Allocation) -> None:
@@ -122,59 +141,54 @@ def _terminate(session: Session, allocation: Allocation, *, exit_code: int | Non
     _release(session, allocation)
 
 
-@dataclass
-class Outcome:
-    """What the end of one run means for its trial."""
-
-    trial_state: str
-    closes_trial: bool
-    counts_restart: bool = False
-    notes: list[str] = field(default_factory=list)
-
-
-def _outcome(experiment: Experiment, trial: Trial, allocation: Allocation, exit_code: int | None) -> Outcome:
-    state = ExperimentState(experiment.state)
-    if state == ExperimentState.STOPPING_KILLED or allocation.kill_requested:
-        return Outcome("CANCELED", closes_trial=True)
-    if exit_code == 0 and not allocation.preempt_acked:
-        return Outcome("COMPLETED", closes_trial=True)
-    if exit_code == 0 or allocation.exit_reason == "agent lost":
-        # Preempted (or lost with its agent): not the code's fault, resume later from its checkpoint.
-        if state in STOPPING:
-            return Outcome("CANCELED", closes_trial=True)
-        return Outcome("ACTIVE", closes_trial=False)
-    if state in STOPPING:
-        return Outcome("CANCELED", closes_trial=True)
-    max_restarts = int(experiment.config.get("max_restarts", 5))
-    if trial.restarts + 1 > max_restarts:
-        return Outcome("ERROR", closes_trial=True, counts_restart=True)
-    return Outcome("ACTIVE", closes_trial=False, counts_restart=True)
-
-
 def finish_allocation(session: Session, allocation: Allocation, exit_code: int | None, reason: str) -> None:
-    """A run ended: free its slots, then decide its trial's fate and feed the searcher."""
+    """A run ended: free its slots, then decide its trial's fate and feed the searcher.
+
+    ``reason`` is what the agent said (or ``outcomes.AGENT_LOST`` from the master); the run's
+    ``exit_reason`` becomes the master's verdict on it (``outcomes``).
+    """
     if allocation.state == "TERMINATED":
         return
-    _terminate(session, allocation, exit_code=exit_code, reason=reason)
     trial = session.scalar(select(Trial).where(Trial.id == allocation.trial_id).with_for_update())
     assert trial is not None
     experiment = session.scalar(
         select(Experiment).where(Experiment.id == trial.experiment_id).with_for_update()
     )
     assert experiment is not None
-    outcome = _outcome(experiment, trial, allocation, exit_code)
+    agent = session.get(Agent, allocation.agent_id) if allocation.agent_id else None
+    max_restarts = int(experiment.config.get("max_restarts", 5))
+    outcome = outcomes.decide(
+        outcomes.RunEnd(
+            experiment_state=ExperimentState(experiment.state),
+            exit_code=exit_code,
+            agent_lost=reason == outcomes.AGENT_LOST,
+            agent_draining=bool(agent and agent.draining),
+            kill_requested=allocation.kill_requested,
+            preempt_requested=allocation.preempt_requested,
+            preempt_acked=allocation.preempt_acked,
+            restarts=trial.restarts,
+            max_restarts=max_restarts,
+        )
+    )
+    _terminate(session, allocation, exit_code=exit_code, reason=outcome.exit_reason)
     if outcome.counts_restart:
         trial.restarts += 1
     if outcome.trial_state == "ERROR":
-        trial.end_reason = f"exited with {exit_code} after {trial.restarts - 1} restarts ({reason})"
+        trial.end_reason = (
+            f"run {allocation.run_id} failed ({reason}); {trial.restarts} failed runs "
+            f"are more than max_restarts ({max_restarts})"
+        )
     trial.state = outcome.trial_state
     log.info(
-        "trial %s run %s (allocation %s) ended with %s: trial %s",
+        "trial %s run %s (allocation %s) ended with %s (%s: %s): trial %s%s",
         trial.id,
         allocation.run_id,
         allocation.id,
         exit_code,
+        outcome.exit_reason,
+        reason,
         trial.state,
+        f", failed runs {trial.restarts}/{max_restarts + 1}" if outcome.counts_restart else "",
     )
     if outcome.closes_trial:
         trial.ended_at = utcnow()
@@ -254,8 +268,11 @@ def request_allocations(session: Session) -> int:
     return count
 
 
-def assign_pending(session: Session) -> int:
-    """Place PENDING allocations on free slots; the unique index refuses any double booking."""
+def assign_pending(session: Session, preemption: PreemptionPolicy | None = None) -> int:
+    """Place PENDING allocations on free slots; the unique index refuses any double booking.
+
+    In pools where ``preemption`` allows it, lower-priority runs are asked to make room.
+    """
     pending_rows = session.execute(
         select(Allocation, Trial.experiment_id, Experiment.config)
         .join(Trial, Trial.id == Allocation.trial_id)
@@ -283,14 +300,27 @@ def assign_pending(session: Session) -> int:
         )
         for a in agents
     ]
-    running = [
-        Running(experiment_id=experiment_id, slots=slots)
-        for experiment_id, slots in session.execute(
-            select(Trial.experiment_id, Allocation.slots_needed)
-            .join(Trial, Trial.id == Allocation.trial_id)
-            .where(Allocation.state.in_(("ASSIGNED", "RUNNING")))
+    live = session.execute(
+        select(
+            Allocation.id,
+            Trial.experiment_id,
+            Allocation.agent_id,
+            Allocation.slots_needed,
+            Allocation.priority,
+            func.coalesce(Allocation.started_at, Allocation.assigned_at, Allocation.created_at),
+            Allocation.preempt_requested,
         )
+        .join(Trial, Trial.id == Allocation.trial_id)
+        .where(Allocation.state.in_(("ASSIGNED", "RUNNING")))
+    ).all()
+    running = [Running(experiment_id=row[1], slots=row[3]) for row in live]
+    holders = [
+        Holder(allocation_id, agent_id, slots, priority, since, preempting)
+        for allocation_id, _, agent_id, slots, priority, since, preempting in live
+        if agent_id is not None
     ]
+    policy = preemption or PreemptionPolicy()
+    preemptive = {a.resource_pool for a in agents if policy.preemptive(a.resource_pool)}
     requests = [
         Request(
             allocation_id=allocation.id,
@@ -305,7 +335,9 @@ def assign_pending(session: Session) -> int:
         for allocation, experiment_id, config in pending_rows
     ]
     by_id = {a.id: a for a, _, _ in pending_rows}
-    assignments = plan(requests, capacities, running)
+    result = schedule(requests, capacities, running, holders, preemptive)
+    _preempt_for_priority(session, result.preemptions)
+    assignments = result.assignments
     for assignment in assignments:
         allocation = by_id[assignment.allocation_id]
         allocation.agent_id = assignment.agent_id
@@ -322,6 +354,67 @@ def assign_pending(session: Session) -> int:
         )
     session.flush()
     return len(assignments)
+
+
+def _preempt_for_priority(session: Session, preemptions: list[Preemption]) -> None:
+    wanted = {p.allocation_id: p for p in preemptions}
+    if not wanted:
+        return
+    # A run whose row is busy (its end being reported) is skipped; the next pass looks again.
+    for victim in session.scalars(
+        select(Allocation).where(Allocation.id.in_(wanted)).with_for_update(skip_locked=True)
+    ):
+        if victim.state in ("ASSIGNED", "RUNNING") and not victim.preempt_requested:
+            request_preemption(victim)
+            log.info(
+                "allocation %s (trial %s, priority %s) preempted on agent %s for allocation %s",
+                victim.id,
+                victim.trial_id,
+                victim.priority,
+                victim.agent_id,
+                wanted[victim.id].for_allocation_id,
+            )
+    session.flush()
+
+
+def kill_overdue_preemptions(
+    session: Session, default_timeout: dt.timedelta, not_before: dt.datetime | None = None
+) -> int:
+    """Kill runs still alive ``preemption_timeout`` after they were asked to stop; they resume later.
+
+    ``not_before`` (the master's start) restarts every clock: a run could not hear the request
+    while the master was down.
+    """
+    now = utcnow()
+    rows = session.execute(
+        select(Allocation, Experiment.config)
+        .join(Trial, Trial.id == Allocation.trial_id)
+        .join(Experiment, Experiment.id == Trial.experiment_id)
+        .where(
+            Allocation.preempt_requested.is_(True),
+            Allocation.kill_requested.is_(False),
+            Allocation.state.in_(("ASSIGNED", "RUNNING")),
+        )
+        .with_for_update(of=Allocation, skip_locked=True)
+    ).all()
+    killed = 0
+    for allocation, config in rows:
+        if allocation.preempt_requested_at is None:  # asked by a path that kept no time: from now
+            allocation.preempt_requested_at = now
+        since = max(allocation.preempt_requested_at, not_before or allocation.preempt_requested_at)
+        seconds = config.get("preemption_timeout")
+        timeout = dt.timedelta(seconds=seconds) if seconds else default_timeout
+        if now - since >= timeout:
+            allocation.kill_requested = True
+            killed += 1
+            log.warning(
+                "allocation %s (trial %s) still running %s after preemption was requested: killing it",
+                allocation.id,
+                allocation.trial_id,
+                timeout,
+            )
+    session.flush()
+    return killed
 
 
 def agent_actions(session: Session, agent_id: str) -> list[dict[str, Any]]:
@@ -372,15 +465,84 @@ def agent_actions(session: Session, agent_id: str) -> list[dict[str, Any]]:
     return actions
 
 
-def reconcile_agent(session: Session, agent_id: str, running: list[str]) -> None:
-    """On (re-)registration: runs the master believes started there but the agent lacks are over."""
-    for allocation in session.scalars(
-        select(Allocation).where(
-            Allocation.agent_id == agent_id, Allocation.state.in_(("ASSIGNED", "RUNNING"))
+def _kill_action(allocation_id: str) -> dict[str, Any]:
+    return {"type": "kill", "allocation_id": allocation_id, "grace_seconds": KILL_GRACE_SECONDS}
+
+
+def _unassign(session: Session, allocation: Allocation) -> None:
+    """An assignment never handed to its agent goes back to the queue, its slots free again (the
+    rows go: nothing ran on them, and a later assignment may pick the same slot)."""
+    session.execute(delete(AllocationSlot).where(AllocationSlot.allocation_id == allocation.id))
+    allocation.state, allocation.agent_id, allocation.assigned_at = "PENDING", None, None
+
+
+def reconcile_agent(session: Session, agent_id: str, running: list[str]) -> list[dict[str, Any]]:
+    """On (re-)registration: match the master's runs on this agent with those the agent reports.
+
+    A reported run carries on (same allocation, same run, no restart). A run handed to the agent
+    that it does not report, or one holding a slot the agent no longer has, is over: "agent lost",
+    resumed elsewhere from its checkpoint. Returns kill actions for the reported runs the master
+    has already ended (or never placed there) and for kept runs whose kill may not have been
+    carried out by the agent's previous life.
+    """
+    reported = set(running)
+    on_vanished_slots = set(
+        session.scalars(
+            select(AllocationSlot.allocation_id)
+            .join(Slot, Slot.id == AllocationSlot.slot_id)
+            .where(Slot.agent_id == agent_id, Slot.present.is_(False), AllocationSlot.released.is_(False))
         )
-    ):
-        if allocation.delivered and str(allocation.id) not in running:
-            finish_allocation(session, allocation, None, "agent lost")
+    )
+    kept: set[str] = set()
+    actions: list[dict[str, Any]] = []
+    live = session.scalars(
+        select(Allocation)
+        .where(Allocation.agent_id == agent_id, Allocation.state.in_(("ASSIGNED", "RUNNING")))
+        .with_for_update()
+    ).all()
+    for allocation in live:
+        allocation_id = str(allocation.id)
+        if allocation.id in on_vanished_slots:
+            log.warning("allocation %s: agent %s no longer has its slots", allocation_id, agent_id)
+            if allocation.delivered:
+                finish_allocation(session, allocation, None, outcomes.AGENT_LOST)
+            else:
+                _unassign(session, allocation)
+        elif allocation_id in reported:
+            kept.add(allocation_id)
+            allocation.delivered = True
+            if allocation.kill_requested:
+                actions.append(_kill_action(allocation_id))
+                allocation.kill_delivered = True
+        elif allocation.delivered:
+            finish_allocation(session, allocation, None, outcomes.AGENT_LOST)
+    for allocation_id in sorted(reported - kept):
+        log.info(
+            "allocation %s: agent %s still runs it but it has ended; killing it", allocation_id, agent_id
+        )
+        actions.append(_kill_action(allocation_id))
+    session.flush()
+    return actions
+
+
+def drain_allocations(session: Session, agent_id: str) -> int:
+    """The agent is going away (SIGTERM, a spot node reclaimed): its runs are asked to checkpoint
+    and exit, and resume elsewhere ("drained", never counted as a restart); an assignment not yet
+    handed over goes back to the queue. Returns how many runs were asked to leave."""
+    asked = 0
+    live = session.scalars(
+        select(Allocation)
+        .where(Allocation.agent_id == agent_id, Allocation.state.in_(("ASSIGNED", "RUNNING")))
+        .with_for_update()
+    ).all()
+    for allocation in live:
+        if allocation.state == "ASSIGNED" and not allocation.delivered:
+            _unassign(session, allocation)
+        else:
+            request_preemption(allocation)
+            asked += 1
+    session.flush()
+    return asked
 
 
 def fail_lost_agents(session: Session, agent_ids: list[str]) -> None:
@@ -389,7 +551,7 @@ def fail_lost_agents(session: Session, agent_ids: list[str]) -> None:
             Allocation.agent_id.in_(agent_ids), Allocation.state.in_(("ASSIGNED", "RUNNING"))
         )
     ):
-        finish_allocation(session, allocation, None, "agent lost")
+        finish_allocation(session, allocation, None, outcomes.AGENT_LOST)
 
 
 def settle_stopping(session: Session) -> None:
@@ -433,7 +595,8 @@ def mark_running(session: Session, allocation: Allocation) -> None:
 
 
 def trial_info(session: Session, allocation: Allocation) -> dict[str, Any]:
-    trial = session.get(Trial, allocation.trial_id)
+    """What the trial runner needs to start; serving it also settles where the run starts from."""
+    trial = session.get(Trial, allocation.trial_id, with_for_update=True)
     assert trial is not None
     experiment = session.get(Experiment, trial.experiment_id)
     assert experiment is not None
@@ -444,6 +607,7 @@ def trial_info(session: Session, allocation: Allocation) -> dict[str, Any]:
         .order_by(Slot.index)
     ).all()
     start = trial.latest_checkpoint or trial.warm_start_checkpoint
+    trials_service.start_run_from(session, trial, allocation, start)
     return {
         "allocation_id": str(allocation.id),
         "trial_id": trial.id,
@@ -472,4 +636,4 @@ def preempt_on_agent(session: Session, agent_id: str) -> None:
             Allocation.agent_id == agent_id, Allocation.state.in_(("ASSIGNED", "RUNNING"))
         )
     ):
-        allocation.preempt_requested = True
+        request_preemption(allocation)

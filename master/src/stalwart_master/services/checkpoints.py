@@ -42,6 +42,7 @@ def details(session: Session, checkpoints: Sequence[Checkpoint]) -> dict[uuid.UU
             Metric.trial_id == Checkpoint.trial_id,
             Metric.group == "validation",
             Metric.steps_completed == Checkpoint.steps_completed,
+            Metric.archived.is_(False),
         )
         .order_by(Metric.run_id.desc())
         .limit(1)
@@ -136,6 +137,8 @@ def report_corrupt(
     if fallback is None and trial.warm_start_checkpoint not in (None, checkpoint_uuid):
         start = session.get(Checkpoint, trial.warm_start_checkpoint)
         fallback = start.uuid if start is not None and start.state == "COMPLETED" else None
+    # The run now starts further back: so does the metric history it continues.
+    trials_service.start_run_from(session, trial, allocation, fallback)
     return fallback
 
 

@@ -246,6 +246,7 @@ def candidates(session: Session, experiment: Experiment) -> list[Candidate]:
             Metric.trial_id == Checkpoint.trial_id,
             Metric.group == "validation",
             Metric.steps_completed == Checkpoint.steps_completed,
+            Metric.archived.is_(False),
         )
         .order_by(Metric.run_id.desc())  # after a restart the newest run's report counts
         .limit(1)

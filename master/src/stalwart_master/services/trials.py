@@ -3,18 +3,30 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import math
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from stalwart_master.db.orm import Checkpoint, Experiment, LogBatch, Metric, MetricBatch, Trial, TrialLog
+from stalwart_master.db.orm import (
+    Allocation,
+    Checkpoint,
+    Experiment,
+    LogBatch,
+    Metric,
+    MetricBatch,
+    Trial,
+    TrialLog,
+)
 from stalwart_master.errors import Conflict, ErrorList, NotFound
 from stalwart_master.services import gc as gc_service
+
+log = logging.getLogger(__name__)
 
 _NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
@@ -67,7 +79,7 @@ def _searcher_metric(experiment: Experiment) -> tuple[str, bool]:
 def ingest_metrics(
     session: Session, trial: Trial, run_id: int, batch_id: uuid.UUID, reports: list[MetricReport]
 ) -> int:
-    """Store a batch once: a repeated batch id, or a (group, steps, run) already stored, is skipped."""
+    """Store a batch once: a repeated batch id, or a (group, step) with a live row already, is skipped."""
     errors = ErrorList()
     for i, report in enumerate(reports):
         if not report.group or "." in report.group or len(report.group) > 64:
@@ -96,31 +108,106 @@ def ingest_metrics(
         }
         for r in reports
     ]
-    # One statement compiled once and sent as a multi-row insert: the hot path of ingestion.
-    session.execute(
-        insert(Metric).on_conflict_do_nothing(constraint="uq_metrics_trial_group_steps_run"), rows
-    )
+    # One statement compiled once and sent as a multi-row insert: the hot path of ingestion. A step
+    # that already has a live row keeps it (the partial unique index), so only new rows come back.
+    stored = session.execute(
+        insert(Metric)
+        .on_conflict_do_nothing()
+        .returning(Metric.group, Metric.steps_completed, Metric.values),
+        rows,
+    ).all()
     experiment = session.get(Experiment, trial.experiment_id)
     assert experiment is not None
     metric_name, smaller = _searcher_metric(experiment)
-    for report in reports:
-        trial.steps_completed = max(trial.steps_completed, report.steps_completed)
-        if report.group == "validation" and metric_name in report.values:
-            value = float(report.values[metric_name])
+    for group, steps, values in stored:
+        trial.steps_completed = max(trial.steps_completed, steps)
+        if group == "validation" and metric_name in values:
+            value = decode_value(values[metric_name])
             if math.isfinite(value) and (
                 trial.best_validation is None or (value < trial.best_validation) == smaller
             ):
                 trial.best_validation = value
-    return len(rows)
+    return len(stored)
+
+
+def start_run_from(
+    session: Session, trial: Trial, allocation: Allocation, checkpoint_uuid: uuid.UUID | None
+) -> None:
+    """Record the checkpoint a run starts from and archive what earlier runs reported past it.
+
+    Called when the run first asks for its info, and again if its restore falls back to an older
+    checkpoint; once the run has saved a checkpoint of its own, where it started is settled.
+    """
+    own = select(Checkpoint.uuid).where(Checkpoint.allocation_id == allocation.id).limit(1)
+    if session.scalar(own) is not None:
+        return
+    allocation.restored_checkpoint = checkpoint_uuid
+    checkpoint = session.get(Checkpoint, checkpoint_uuid) if checkpoint_uuid else None
+    # A warm-start checkpoint belongs to another trial: this trial's own history starts at 0.
+    steps = checkpoint.steps_completed if checkpoint is not None and checkpoint.trial_id == trial.id else 0
+    archive_metrics_after(session, trial, allocation.run_id, steps)
+
+
+def archive_metrics_after(session: Session, trial: Trial, run_id: int, steps: int) -> int:
+    """Rows of runs before ``run_id`` past ``steps`` become archived (never deleted); the trial's
+    steps and best validation are recomputed from the live rows."""
+    archived = session.execute(
+        update(Metric)
+        .where(
+            Metric.trial_id == trial.id,
+            Metric.run_id < run_id,
+            Metric.steps_completed > steps,
+            Metric.archived.is_(False),
+        )
+        .values(archived=True)
+        .returning(Metric.id)
+    ).all()
+    if not archived:
+        return 0
+    live = (Metric.trial_id == trial.id, Metric.archived.is_(False))
+    top = session.scalar(select(func.max(Metric.steps_completed)).where(*live))
+    trial.steps_completed = max(steps, int(top or 0))
+    experiment = session.get(Experiment, trial.experiment_id)
+    assert experiment is not None
+    metric_name, smaller = _searcher_metric(experiment)
+    value = Metric.values[metric_name]
+    best = (func.min if smaller else func.max)(value.as_float())
+    trial.best_validation = session.scalar(
+        select(best).where(*live, Metric.group == "validation", func.jsonb_typeof(value) == "number")
+    )
+    log.info(
+        "trial %s run %s starts at step %d: %d metric rows of earlier runs archived",
+        trial.id,
+        run_id,
+        steps,
+        len(archived),
+    )
+    return len(archived)
 
 
 def list_metrics(
-    session: Session, trial_id: int, group: str | None = None, limit: int = 10_000
+    session: Session,
+    trial_id: int,
+    group: str | None = None,
+    limit: int = 10_000,
+    *,
+    include_archived: bool = False,
 ) -> list[Metric]:
+    """Live rows in step order (one per group and step); archived ones too on request."""
     query = select(Metric).where(Metric.trial_id == trial_id)
     if group:
         query = query.where(Metric.group == group)
-    return list(session.scalars(query.order_by(Metric.steps_completed, Metric.run_id).limit(limit)))
+    if not include_archived:
+        query = query.where(Metric.archived.is_(False))
+    order = (Metric.steps_completed, Metric.run_id, Metric.group)
+    return list(session.scalars(query.order_by(*order).limit(limit)))
+
+
+def list_runs(session: Session, trial_id: int) -> list[Allocation]:
+    """Every run (allocation) of the trial, first to last."""
+    get_trial(session, trial_id)
+    query = select(Allocation).where(Allocation.trial_id == trial_id).order_by(Allocation.run_id)
+    return list(session.scalars(query))
 
 
 def register_checkpoint(
