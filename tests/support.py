@@ -218,3 +218,9 @@ def one_error_line(result: Result, *fragments: str) -> str:
 def as_json(result: Result) -> Any:
     assert result.exit_code == 0, result.stderr
     return json.loads(result.stdout)
+
+
+def redis_server_argv(port: int) -> list[str]:
+    """A private redis-server without persistence: stopping it loses its queue, as an outage of an
+    in-memory broker would."""
+    return ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]

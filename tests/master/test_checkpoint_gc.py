@@ -38,6 +38,7 @@ from support import (
     free_port,
     process_gone,
     recreate_database,
+    redis_server_argv,
     spawn,
     start_master,
     start_trial_run,
@@ -86,20 +87,7 @@ class Redis:
         self._process: ManagedProcess | None = None
 
     def start(self) -> None:
-        self._process = spawn(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            self._root / "redis.log",
-        )
+        self._process = spawn(redis_server_argv(self.port), self._root / "redis.log")
         wait_for(self.answers, 30, f"redis-server on port {self.port}")
 
     def stop(self) -> None:

@@ -26,11 +26,14 @@ _MANIFEST_NAME = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[
 
 @dataclass(frozen=True)
 class SweepReport:
-    """What a sweep did: chunks and leftovers deleted, chunks kept, bytes freed."""
+    """What a sweep did: chunks and leftovers deleted, chunks kept, bytes freed; ``young`` counts
+    the unreferenced chunks and leftovers kept only because they were younger than the grace
+    period (a later sweep must come back for them)."""
 
     deleted: int
     kept: int
     bytes_freed: int
+    young: int = 0
 
 
 def delete_manifests(storage: StorageBackend, uuids: Iterable[str]) -> int:
@@ -87,13 +90,17 @@ def sweep_chunks(storage: StorageBackend, *, grace_seconds: float, now: float | 
     now = time.time() if now is None else now
     cutoff = now - grace_seconds
     referenced = referenced_digests(storage)
-    deleted = kept = freed = 0
+    deleted = kept = freed = young = 0
     for first in range(256):
         # One directory at a time, deleting right after listing, keeps each mtime we act on fresh.
         for obj in storage.list(f"{CHUNKS}{first:02x}/"):
             digest = obj.key.rpartition("/")[2]
-            if (is_digest(digest) and digest in referenced) or obj.mtime >= cutoff:
+            if is_digest(digest) and digest in referenced:
                 kept += 1
+                continue
+            if obj.mtime >= cutoff:
+                kept += 1
+                young += 1
                 continue
             storage.delete(obj.key)
             deleted += 1
@@ -102,11 +109,13 @@ def sweep_chunks(storage: StorageBackend, *, grace_seconds: float, now: float | 
     for prefix in (SHARDS, MANIFESTS):
         for obj in storage.list(prefix):
             leftover = prefix == SHARDS or not _MANIFEST_NAME.match(obj.key.removeprefix(MANIFESTS))
-            if leftover and obj.mtime < cutoff:
+            if leftover and obj.mtime >= cutoff:
+                young += 1
+            elif leftover:
                 storage.delete(obj.key)
                 deleted += 1
                 freed += obj.size
     logger.info(
         "sweep of %s: %d deleted (%d bytes), %d chunks kept", storage.description, deleted, freed, kept
     )
-    return SweepReport(deleted=deleted, kept=kept, bytes_freed=freed)
+    return SweepReport(deleted=deleted, kept=kept, bytes_freed=freed, young=young)

@@ -47,6 +47,10 @@ _broker_down_until = 0.0
 _broker_lock = threading.Lock()
 
 
+# The reason of a request that only sweeps again chunks an earlier sweep found too young to delete.
+SWEEP_AGAIN = "sweep chunks that were younger than the grace period"
+
+
 class GCBusy(Exception):
     """Another GC run of the same experiment holds its lock."""
 
@@ -144,9 +148,9 @@ def _collect_locked(
     pause_seconds: float,
 ) -> GCOutcome | None:
     with sessions.begin() as session:
-        pending = [
-            (r.id, r.checkpoint_uuids, r.attempts) for r in gc_service.start_requests(session, experiment_id)
-        ]
+        requests = gc_service.start_requests(session, experiment_id)
+        pending = [(r.id, r.checkpoint_uuids, r.attempts) for r in requests]
+        sweep_again = any(r.reason == SWEEP_AGAIN for r in requests)
     ids = [request_id_ for request_id_, _, _ in pending]
     if request_id not in ids:
         return None  # done by the run that held the lock before us
@@ -182,19 +186,23 @@ def _collect_locked(
         retried = any(attempts > 1 for _, _, attempts in pending)
         to_sweep = (
             gc_service.storages_of(session, experiment_id)
-            if retried
+            if retried or sweep_again
             else {gc_service.storage_key(c.storage): c.storage for c in confirmed}
         )
+    young = 0
     for config in to_sweep.values():
         try:
             with _opened(config) as storage:
                 report = sweep_chunks(storage, grace_seconds=grace_seconds)
+            young += report.young
             outcome.chunks_deleted += report.deleted
             outcome.bytes_freed += report.bytes_freed
         except StorageError as exc:
             failures.append(str(exc))
     with sessions.begin() as session:
         gc_service.finish_requests(session, ids, error="; ".join(failures) if failures else None)
+    if young:
+        _sweep_later(sessions, experiment_id, grace_seconds)
     log.info(
         "experiment %s: GC of requests %s deleted %d checkpoint(s), %d chunk(s), %d bytes",
         experiment_id,
@@ -206,6 +214,23 @@ def _collect_locked(
     if failures:
         raise StorageError(failures[0])
     return outcome
+
+
+def _sweep_later(sessions: sessionmaker[Session], experiment_id: int, grace_seconds: float) -> None:
+    """Unreferenced chunks survived only for being young: come back once they are old enough, or
+    a checkpoint that became garbage right after its save would leak its chunks for good."""
+    with sessions.begin() as session:
+        request = gc_service.request_gc(session, experiment_id, SWEEP_AGAIN)
+        assert request is not None
+        # Marked published so the republisher leaves it alone; it is sent below with a delay. If
+        # that send fails, the republisher sends it once it counts as lost.
+        request.published_at = utcnow()
+        session.info.pop(gc_service.PENDING_KEY, None)
+        request_id = request.id
+    try:
+        gc_checkpoints.apply_async((request_id,), countdown=grace_seconds + 1, retry=False)
+    except Exception as exc:  # the broker is down: the republisher picks it up later
+        log.warning("experiment %s: follow-up sweep not published (%s)", experiment_id, exc)
 
 
 @contextmanager
