@@ -94,6 +94,9 @@ class SchedulerThread:
                     schedule_once(session, self._reconnect_wait, self._preemption, self._started_at)
             except Exception:  # the loop must outlive a bad pass (e.g. the database restarting)
                 log.exception("scheduling pass failed; retrying on the next tick")
+                # Agents' polls could not be recorded meanwhile either: once passes work again,
+                # give every agent a full reconnect window, as after a master restart.
+                self._started_at = utcnow()
             self._run_chores()
 
     def _run_chores(self) -> None:
