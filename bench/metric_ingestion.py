@@ -218,13 +218,16 @@ def main() -> None:
         master = start_master(database_url, args.port, Path(tmp) / "data")
         base = f"http://127.0.0.1:{args.port}"
         try:
-            trials = make_trials(base, database_url, args.trials + 1)
+            # The baseline gets a trial of its own: its rows hold the same steps the API's would,
+            # and only one live row per (trial, group, step) may exist.
+            trials = make_trials(base, database_url, args.trials + 2)
+            baseline_trial, trials = trials[-1], trials[:-1]
             baseline, baseline_s = run_baseline(
-                database_url, trials[0][0], args.seconds, args.batch, args.values
+                database_url, baseline_trial[0], args.seconds, args.batch, args.values
             )
             one, one_s = run_api(base, trials[:1], args.seconds, args.batch, args.values)
             many, many_s = run_api(base, trials[1:], args.seconds, args.batch, args.values)
-            stored_one = stored_values(database_url, [trials[0][0]]) - baseline
+            stored_one = stored_values(database_url, [trials[0][0]])
             stored_many = stored_values(database_url, [t for t, _ in trials[1:]])
         finally:
             master.terminate()
