@@ -21,8 +21,8 @@ from stalwart_master.api.deps import (
 )
 from stalwart_master.api.deps import wake_scheduler as _wake
 from stalwart_master.schemas.common import Text, problem_responses
+from stalwart_master.services import agent_runs as agent_runs_service
 from stalwart_master.services import agents as agents_service
-from stalwart_master.services import allocations as allocations_service
 from stalwart_master.services.agents import SlotReport
 
 router = APIRouter(
@@ -105,9 +105,9 @@ def register_agent(
         [SlotReport(s.index, s.type, s.uuid, s.name, s.memory_mb) for s in body.slots],
         draining=body.draining,
     )
-    actions = allocations_service.reconcile_agent(session, body.agent_id, body.running)
+    actions = agent_runs_service.reconcile_agent(session, body.agent_id, body.running)
     if body.draining:
-        allocations_service.drain_allocations(session, body.agent_id)
+        agent_runs_service.drain_allocations(session, body.agent_id)
     session.commit()
     _wake(request)
     return {
@@ -123,7 +123,7 @@ def drain_agent(agent_id: AgentId, _: AgentToken, session: SessionDep, request: 
     """The agent is going away (SIGTERM): its trials checkpoint and resume on other agents, and
     nothing new is scheduled on it until it registers again without draining."""
     agents_service.mark_draining(session, agent_id)
-    allocations_service.drain_allocations(session, agent_id)
+    agent_runs_service.drain_allocations(session, agent_id)
     session.commit()
     _wake(request)
     return Response(status_code=204)
@@ -146,7 +146,7 @@ async def agent_work(
 
     def poll() -> list[dict[str, Any]]:
         agents_service.touch(session, agent_id)
-        actions = allocations_service.agent_actions(session, agent_id)
+        actions = agent_runs_service.agent_actions(session, agent_id)
         session.commit()
         return actions
 
@@ -194,6 +194,6 @@ def disable_agent(agent_id: AgentId, body: AgentControl, _: AdminUser, session: 
     """Nothing new is scheduled there; with drain its trials finish, else they checkpoint and move."""
     agent = agents_service.set_enabled(session, agent_id, enabled=False, drain=body.drain)
     if not body.drain:
-        allocations_service.preempt_on_agent(session, agent_id)
+        agent_runs_service.preempt_on_agent(session, agent_id)
     session.commit()
     return AgentOut.model_validate(agent)

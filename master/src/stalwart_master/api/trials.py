@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -98,7 +98,7 @@ class RunOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     run_id: int
-    allocation_id: uuid.UUID
+    allocation_id: uuid.UUID = Field(validation_alias="id")
     agent_id: str | None
     state: str
     started_at: dt.datetime | None
@@ -112,20 +112,7 @@ class RunOut(BaseModel):
 def list_runs(trial_id: TrialId, _: CurrentUser, session: SessionDep) -> list[RunOut]:
     """First run first; ``exit_reason`` is ``exited``, ``launch failed``, ``agent lost``,
     ``preemption timeout``, ``killed``, ``drained``, ``preempted`` or ``not started``."""
-    return [
-        RunOut(
-            run_id=a.run_id,
-            allocation_id=a.id,
-            agent_id=a.agent_id,
-            state=a.state,
-            started_at=a.started_at,
-            ended_at=a.ended_at,
-            exit_code=a.exit_code,
-            exit_reason=a.exit_reason,
-            restored_checkpoint=a.restored_checkpoint,
-        )
-        for a in trials_service.list_runs(session, trial_id)
-    ]
+    return [RunOut.model_validate(a) for a in trials_service.list_runs(session, trial_id)]
 
 
 def _described(session: Session, checkpoints: list[Checkpoint]) -> list[CheckpointOut]:

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from stalwart_master.db.orm import utcnow
 from stalwart_master.scheduler.placement import PreemptionPolicy
+from stalwart_master.services import agent_runs as agent_runs_service
 from stalwart_master.services import agents as agents_service
 from stalwart_master.services import allocations as allocations_service
 
@@ -40,7 +41,7 @@ def schedule_once(
     if master_started_at is None or utcnow() - master_started_at >= reconnect_wait:
         lost = agents_service.mark_lost(session, reconnect_wait)
         if lost:
-            allocations_service.fail_lost_agents(session, lost)
+            agent_runs_service.fail_lost_agents(session, lost)
     allocations_service.kill_overdue_preemptions(session, policy.timeout, master_started_at)
     allocations_service.settle_stopping(session)
     allocations_service.request_allocations(session)

@@ -1,4 +1,6 @@
-"""Trial runs on slots: searcher-driven trial creation, scheduling, agent actions and run outcomes.
+"""Trial runs on slots: searcher-driven trial creation, scheduling and run outcomes.
+
+What agents are told and what their reports mean lives in ``services/agent_runs.py``.
 
 The state lives in PostgreSQL only, so a restarted master continues where it was. Each function
 takes a session and never commits; the scheduler loop and the routes own the transactions.
@@ -11,7 +13,7 @@ import logging
 import uuid
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from stalwart_master.db.orm import (
@@ -22,7 +24,6 @@ from stalwart_master.db.orm import (
     Slot,
     Token,
     Trial,
-    User,
     utcnow,
 )
 from stalwart_master.errors import Forbidden, NotFound
@@ -43,7 +44,6 @@ from stalwart_master.services import gc as gc_service
 from stalwart_master.services import lineage as lineage_service
 from stalwart_master.services import outcomes
 from stalwart_master.services import trials as trials_service
-from stalwart_master.services import users as users_service
 from stalwart_master.services.states import STOPPING, TERMINAL, ExperimentState
 
 log = logging.getLogger(__name__)
@@ -417,143 +417,6 @@ def kill_overdue_preemptions(
     return killed
 
 
-def agent_actions(session: Session, agent_id: str) -> list[dict[str, Any]]:
-    """Undelivered starts and kills for one agent; a start carries a freshly minted allocation token."""
-    actions: list[dict[str, Any]] = []
-    rows = session.execute(
-        select(Allocation, Trial, Experiment)
-        .join(Trial, Trial.id == Allocation.trial_id)
-        .join(Experiment, Experiment.id == Trial.experiment_id)
-        .where(Allocation.agent_id == agent_id, Allocation.state.in_(("ASSIGNED", "RUNNING")))
-        .with_for_update(of=Allocation)
-    ).all()
-    for allocation, trial, experiment in rows:
-        if allocation.state == "ASSIGNED" and not allocation.delivered:
-            owner = session.get(User, experiment.owner_id)
-            assert owner is not None
-            secret = users_service.issue_token(session, owner, ALLOCATION_TOKEN_TTL_HOURS, kind="allocation")
-            session.execute(
-                update(Token)
-                .where(Token.token_hash == users_service.hash_token(secret))
-                .values(allocation_id=allocation.id)
-            )
-            slots = session.scalars(
-                select(Slot)
-                .join(AllocationSlot, AllocationSlot.slot_id == Slot.id)
-                .where(AllocationSlot.allocation_id == allocation.id)
-                .order_by(Slot.index)
-            ).all()
-            actions.append(
-                {
-                    "type": "start",
-                    "allocation_id": str(allocation.id),
-                    "allocation_token": secret,
-                    "trial_id": trial.id,
-                    "experiment_id": experiment.id,
-                    "slot_uuids": [s.uuid for s in slots],
-                    "slot_indexes": [s.index for s in slots],
-                    "slot_types": [s.type for s in slots],
-                }
-            )
-            allocation.delivered = True
-        if allocation.kill_requested and not allocation.kill_delivered:
-            actions.append(
-                {"type": "kill", "allocation_id": str(allocation.id), "grace_seconds": KILL_GRACE_SECONDS}
-            )
-            allocation.kill_delivered = True
-    session.flush()
-    return actions
-
-
-def _kill_action(allocation_id: str) -> dict[str, Any]:
-    return {"type": "kill", "allocation_id": allocation_id, "grace_seconds": KILL_GRACE_SECONDS}
-
-
-def _unassign(session: Session, allocation: Allocation) -> None:
-    """An assignment never handed to its agent goes back to the queue, its slots free again (the
-    rows go: nothing ran on them, and a later assignment may pick the same slot)."""
-    session.execute(delete(AllocationSlot).where(AllocationSlot.allocation_id == allocation.id))
-    allocation.state, allocation.agent_id, allocation.assigned_at = "PENDING", None, None
-
-
-def reconcile_agent(session: Session, agent_id: str, running: list[str]) -> list[dict[str, Any]]:
-    """On (re-)registration: match the master's runs on this agent with those the agent reports.
-
-    A reported run carries on (same allocation, same run, no restart). A run handed to the agent
-    that it does not report, or one holding a slot the agent no longer has, is over: "agent lost",
-    resumed elsewhere from its checkpoint. Returns kill actions for the reported runs the master
-    has already ended (or never placed there) and for kept runs whose kill may not have been
-    carried out by the agent's previous life.
-    """
-    reported = set(running)
-    on_vanished_slots = set(
-        session.scalars(
-            select(AllocationSlot.allocation_id)
-            .join(Slot, Slot.id == AllocationSlot.slot_id)
-            .where(Slot.agent_id == agent_id, Slot.present.is_(False), AllocationSlot.released.is_(False))
-        )
-    )
-    kept: set[str] = set()
-    actions: list[dict[str, Any]] = []
-    live = session.scalars(
-        select(Allocation)
-        .where(Allocation.agent_id == agent_id, Allocation.state.in_(("ASSIGNED", "RUNNING")))
-        .with_for_update()
-    ).all()
-    for allocation in live:
-        allocation_id = str(allocation.id)
-        if allocation.id in on_vanished_slots:
-            log.warning("allocation %s: agent %s no longer has its slots", allocation_id, agent_id)
-            if allocation.delivered:
-                finish_allocation(session, allocation, None, outcomes.AGENT_LOST)
-            else:
-                _unassign(session, allocation)
-        elif allocation_id in reported:
-            kept.add(allocation_id)
-            allocation.delivered = True
-            if allocation.kill_requested:
-                actions.append(_kill_action(allocation_id))
-                allocation.kill_delivered = True
-        elif allocation.delivered:
-            finish_allocation(session, allocation, None, outcomes.AGENT_LOST)
-    for allocation_id in sorted(reported - kept):
-        log.info(
-            "allocation %s: agent %s still runs it but it has ended; killing it", allocation_id, agent_id
-        )
-        actions.append(_kill_action(allocation_id))
-    session.flush()
-    return actions
-
-
-def drain_allocations(session: Session, agent_id: str) -> int:
-    """The agent is going away (SIGTERM, a spot node reclaimed): its runs are asked to checkpoint
-    and exit, and resume elsewhere ("drained", never counted as a restart); an assignment not yet
-    handed over goes back to the queue. Returns how many runs were asked to leave."""
-    asked = 0
-    live = session.scalars(
-        select(Allocation)
-        .where(Allocation.agent_id == agent_id, Allocation.state.in_(("ASSIGNED", "RUNNING")))
-        .with_for_update()
-    ).all()
-    for allocation in live:
-        if allocation.state == "ASSIGNED" and not allocation.delivered:
-            _unassign(session, allocation)
-        else:
-            request_preemption(allocation)
-            asked += 1
-    session.flush()
-    return asked
-
-
-def fail_lost_agents(session: Session, agent_ids: list[str]) -> None:
-    for allocation in session.scalars(
-        select(Allocation).where(
-            Allocation.agent_id.in_(agent_ids), Allocation.state.in_(("ASSIGNED", "RUNNING"))
-        )
-    ):
-        finish_allocation(session, allocation, None, outcomes.AGENT_LOST)
-
-
 def settle_stopping(session: Session) -> None:
     for experiment in session.scalars(
         select(Experiment).where(Experiment.state.in_([s.value for s in STOPPING]))
@@ -627,13 +490,3 @@ def trial_info(session: Session, allocation: Allocation) -> dict[str, Any]:
         "checkpoint_storage": experiment.config.get("checkpoint_storage"),
         "searcher": {"max_length": (experiment.config.get("searcher") or {}).get("max_length")},
     }
-
-
-def preempt_on_agent(session: Session, agent_id: str) -> None:
-    """Disabling an agent without drain asks its runs to checkpoint and leave; they resume elsewhere."""
-    for allocation in session.scalars(
-        select(Allocation).where(
-            Allocation.agent_id == agent_id, Allocation.state.in_(("ASSIGNED", "RUNNING"))
-        )
-    ):
-        request_preemption(allocation)
