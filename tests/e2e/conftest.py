@@ -31,6 +31,20 @@ def agent_token(admin_api: httpx.Client) -> str:
     return str(response.json()["token"])
 
 
+@pytest.fixture(autouse=True)
+def no_leftover_work(admin_api: httpx.Client) -> None:
+    """Kill what earlier tests on this worker's master left running or queued.
+
+    Every test here starts agents in the default pool, where a leftover trial (a test that failed
+    half-way, or a CLI test that never ran its experiment) would be scheduled and hold the slots
+    this test counts on.
+    """
+    live = ["ACTIVE", "PAUSED", "STOPPING_CANCELED", "STOPPING_COMPLETED", "STOPPING_ERROR"]
+    page = admin_api.get("/api/v1/experiments", params={"state": live, "limit": 1000}).json()
+    for experiment in page["items"]:
+        admin_api.post(f"/api/v1/experiments/{experiment['id']}/kill")
+
+
 @pytest.fixture
 def start_agent(
     live_master, agent_token: str, admin_api: httpx.Client, tmp_path: Path

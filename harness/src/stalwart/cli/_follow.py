@@ -33,9 +33,8 @@ class _LogFollower(threading.Thread):
         last_id = 0
         while not self.stop.is_set():
             try:
-                # The stream ends whenever the trial has no live allocation (between restarts);
-                # each pass re-reads from the start (the API has no "after"), so lines already
-                # printed are skipped by id.
+                # The stream also ends while the experiment is paused; each pass re-reads from
+                # the start (the API has no "after"), so lines already printed are skipped by id.
                 for line in self.client.iter_trial_logs(self.trial_id, follow=True):
                     if line.id > last_id:
                         last_id = line.id

@@ -20,7 +20,6 @@ from stalwart_master.api.deps import CurrentUser, SessionDep, require_token
 from stalwart_master.db.orm import Checkpoint
 from stalwart_master.schemas.allocations import CheckpointOut, checkpoint_out
 from stalwart_master.schemas.common import problem_responses
-from stalwart_master.services import allocations as allocations_service
 from stalwart_master.services import checkpoints as checkpoints_service
 from stalwart_master.services import experiments as experiments_service
 from stalwart_master.services import trials as trials_service
@@ -166,17 +165,16 @@ async def trial_logs(
     follow: bool = False,
     tail: Annotated[int | None, Query(ge=1, le=100_000)] = None,
 ) -> StreamingResponse:
-    """Newline-delimited JSON, in order; with follow the stream ends when the trial has stopped running."""
-    trial = await run_in_threadpool(trials_service.get_trial, session, trial_id)
+    """Newline-delimited JSON, in order; with follow the stream ends when no run is going or coming."""
+    await run_in_threadpool(trials_service.get_trial, session, trial_id)
     start = await run_in_threadpool(trials_service.tail_start, session, trial_id, tail) if tail else 0
     sessions: sessionmaker[Session] = request.app.state.sessions
 
     def batch(after: int) -> tuple[list[dict[str, Any]], bool]:
         with sessions() as s:
+            # State before lines: a run that ended shipped its lines first, so none are missed.
+            running = trials_service.has_run_ahead(s, trial_id)
             lines = trials_service.read_logs(s, trial_id, after_id=after)
-            running = any(
-                a.trial_id == trial_id for a in allocations_service.live_allocations(s, trial.experiment_id)
-            )
             return [
                 {
                     "id": line.id,

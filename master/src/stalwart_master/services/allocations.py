@@ -44,11 +44,11 @@ from stalwart_master.services import gc as gc_service
 from stalwart_master.services import lineage as lineage_service
 from stalwart_master.services import outcomes
 from stalwart_master.services import trials as trials_service
-from stalwart_master.services.states import STOPPING, TERMINAL, ExperimentState
+from stalwart_master.services.states import LIVE_ALLOCATION, STOPPING, TERMINAL, ExperimentState
 
 log = logging.getLogger(__name__)
 
-LIVE = ("PENDING", "ASSIGNED", "RUNNING")
+LIVE = LIVE_ALLOCATION
 ALLOCATION_TOKEN_TTL_HOURS = 24 * 14
 KILL_GRACE_SECONDS = 10
 

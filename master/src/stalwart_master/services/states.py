@@ -29,6 +29,8 @@ S = ExperimentState
 
 TERMINAL = frozenset({S.COMPLETED, S.CANCELED, S.ERROR})
 STOPPING = frozenset({S.STOPPING_CANCELED, S.STOPPING_KILLED, S.STOPPING_COMPLETED, S.STOPPING_ERROR})
+# An allocation in one of these is a run queued or going; it holds or awaits slots.
+LIVE_ALLOCATION = ("PENDING", "ASSIGNED", "RUNNING")
 
 # What a stopping state settles into once no trial of the experiment is running any more.
 SETTLES_TO = {

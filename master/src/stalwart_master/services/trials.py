@@ -25,6 +25,7 @@ from stalwart_master.db.orm import (
 )
 from stalwart_master.errors import Conflict, ErrorList, NotFound
 from stalwart_master.services import gc as gc_service
+from stalwart_master.services.states import LIVE_ALLOCATION
 
 log = logging.getLogger(__name__)
 
@@ -320,6 +321,23 @@ def append_logs(
                 for line in lines
             ],
         )
+
+
+def has_run_ahead(session: Session, trial_id: int) -> bool:
+    """A run of the trial is queued or going, or the scheduler will queue one on its next pass.
+
+    The last case covers a trial just created and one between a failed run and its restart, which
+    have no live allocation for a moment yet are not done.
+    """
+    live = select(Allocation.id).where(Allocation.trial_id == trial_id, Allocation.state.in_(LIVE_ALLOCATION))
+    if session.scalar(live.limit(1)) is not None:
+        return True
+    states = session.execute(
+        select(Trial.state, Experiment.state)
+        .join(Experiment, Experiment.id == Trial.experiment_id)
+        .where(Trial.id == trial_id)
+    ).one_or_none()
+    return states is not None and states == ("ACTIVE", "ACTIVE")
 
 
 def read_logs(session: Session, trial_id: int, *, after_id: int = 0, limit: int = 1000) -> list[TrialLog]:
