@@ -547,8 +547,9 @@ class Client:
         """The trial's log lines in order, as they arrive.
 
         ``tail`` starts at the last N lines. With ``follow`` the iterator keeps waiting for new
-        lines while the trial has a live allocation (waiting for slots counts) and ends once it
-        stops: finished, paused or killed. Stopping the iteration early closes the stream.
+        lines while a run of the trial is queued, going or about to be queued (waiting for slots
+        and restarts count) and ends once the trial ends or its experiment is paused. Stopping the
+        iteration early closes the stream.
 
         Example::
 
