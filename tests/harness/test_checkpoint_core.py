@@ -1,7 +1,11 @@
 """``core_context.checkpoint.save_state`` / ``load_latest_state`` through the Core API: registration
 after commit, the corruption report and its fallback, and errors surfacing when the context closes.
 
-The master is httpx's MockTransport answering as the contract says; storage is real files.
+The master is httpx's MockTransport answering as the contract says, because these cases need a
+master that answers 503 twice or refuses a valid manifest on demand; storage is real files. The
+same paths against a real master and real trials: tests/harness/test_checkpoint_cli.py
+(registration), tests/e2e/test_corrupt_checkpoint.py (the corruption report and the fallback) and
+tests/chaos/test_datastores.py (real 503s and retries while PostgreSQL restarts).
 """
 
 from __future__ import annotations
