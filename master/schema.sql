@@ -246,6 +246,7 @@ CREATE TABLE trials (
     created_at timestamp with time zone NOT NULL DEFAULT now(),
     ended_at timestamp with time zone,
     warm_start_checkpoint uuid,
+    stop_requested boolean NOT NULL DEFAULT false,
     CONSTRAINT ck_trials_state_valid CHECK (((state)::text = ANY ((ARRAY['ACTIVE'::character varying, 'PAUSED'::character varying, 'STOPPING_CANCELED'::character varying, 'STOPPING_KILLED'::character varying, 'STOPPING_COMPLETED'::character varying, 'STOPPING_ERROR'::character varying, 'COMPLETED'::character varying, 'CANCELED'::character varying, 'ERROR'::character varying])::text[]))),
     CONSTRAINT fk_trials_experiment_id_experiments FOREIGN KEY (experiment_id) REFERENCES experiments(id) ON DELETE CASCADE,
     CONSTRAINT pk_trials PRIMARY KEY (id),

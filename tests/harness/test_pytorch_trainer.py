@@ -187,6 +187,8 @@ def test_checkpoint_policy_decides_which_validations_are_followed_by_a_checkpoin
     )
     result = trainer.fit(max_length=Batch(10))
     assert [steps for steps, _ in core.train.validation] == [2, 4, 6, 8, 10]
+    # Each validation says how far the trial got, for adaptive_asha's time_metric.
+    assert all(m["batches"] == steps and "epochs" in m for steps, m in core.train.validation)
     assert core.checkpoint.reasons() == expected
     assert result.best_validation == 0.9 and not result.preempted
     assert result.checkpoint == core.checkpoint.saved[-1]["uuid"]

@@ -13,7 +13,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stalwart_master.errors import Invalid
 from stalwart_master.expconf import ExperimentConfig, parse_experiment_config
 from stalwart_master.searcher import (
     Create,
@@ -451,17 +450,6 @@ def test_restore_refuses_the_state_of_a_different_search_space() -> None:
     state = _state_for(make_config({"c": {"type": "categorical", "vals": [0, 1, 2]}}))
     with pytest.raises(ValueError, match="total_trials"):
         Searcher.restore(make_config({"c": {"type": "categorical", "vals": [0, 1]}}), state)
-
-
-def test_adaptive_asha_is_refused_at_searcher_name() -> None:
-    config = make_config(SPACE, name="adaptive_asha", max_trials=4, time_metric="batches", max_time=100)
-    with pytest.raises(Invalid) as raised:
-        make_searcher(config)
-    assert [(e.path, e.message) for e in raised.value.errors] == [
-        ("searcher.name", "adaptive_asha is not supported yet")
-    ]
-    with pytest.raises(Invalid):
-        Searcher.restore(config, {})
 
 
 def test_a_searcher_class_refuses_another_searchers_config() -> None:

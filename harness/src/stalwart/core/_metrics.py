@@ -124,7 +124,9 @@ class MetricsShipper:
         if len(self._pending) >= self._max_pending:
             self._wait_for_room()
         self._pending.append(record)
-        if len(self._pending) >= self._batch_size and not self._wake.is_set():
+        # Validations go out at once: they are rare, and the searcher may stop the trial on them.
+        due = record["group"] == "validation" or len(self._pending) >= self._batch_size
+        if due and not self._wake.is_set():
             self._wake.set()
 
     def set_progress(self, progress: float) -> None:

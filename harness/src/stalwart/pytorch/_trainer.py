@@ -376,7 +376,10 @@ class Trainer:
         self._last_validation = self._batches
         self._last_validation_epoch = self._epochs
         self._last_metrics = metrics
-        self.core.train.report_validation_metrics(steps_completed=self._batches, metrics=metrics)
+        # How far the trial got goes with each validation, so adaptive_asha can use
+        # ``time_metric: batches`` (or ``epochs``); a metric of the user's with that name wins.
+        reported = {"batches": self._batches, "epochs": self._epochs, **metrics}
+        self.core.train.report_validation_metrics(steps_completed=self._batches, metrics=reported)
         value = self._searcher_value(metrics)
         improved = self._best is None or (
             value < self._best if self.policy.smaller_is_better else value > self._best

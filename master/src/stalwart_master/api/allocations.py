@@ -115,14 +115,18 @@ def _trial_of(allocation: Allocation, trial_id: int) -> None:
 
 @router.post("/trials/{trial_id}/metrics", status_code=204, responses=problem_responses(422))
 def report_metrics(
-    trial_id: int, body: MetricsIn, allocation: AllocationDep, session: SessionDep
+    trial_id: int, body: MetricsIn, allocation: AllocationDep, session: SessionDep, request: Request
 ) -> Response:
     """JSON's NaN and Infinity tokens are accepted: a diverging loss is worth recording as such."""
     _trial_of(allocation, trial_id)
     trial = trials_service.get_trial(session, trial_id, for_update=True)
     reports = [trials_service.MetricReport(m.group, m.steps_completed, m.values) for m in body.metrics]
     trials_service.ingest_metrics(session, trial, body.run_id, body.batch_id, reports)
+    validations = [(r.steps_completed, r.values) for r in reports if r.group == "validation"]
+    stopped = validations and allocations_service.on_validations(session, trial, validations)
     session.commit()
+    if stopped:
+        wake_scheduler(request)
     return Response(status_code=204)
 
 

@@ -214,6 +214,9 @@ class Trial(Base):
     warm_start_checkpoint: Mapped[UUID | None] = mapped_column(Uuid, index=True)
     best_validation: Mapped[float | None] = mapped_column(Float)
     searcher_metric: Mapped[float | None] = mapped_column(Float)
+    # The searcher (adaptive_asha) has stopped it: its run is asked to checkpoint and exit, and
+    # then the trial is COMPLETED instead of resumed.
+    stop_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
     end_reason: Mapped[str] = mapped_column(Text, default="", server_default="")
     created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
     ended_at: Mapped[dt.datetime | None]

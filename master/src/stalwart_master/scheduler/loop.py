@@ -44,6 +44,7 @@ def schedule_once(
             agent_runs_service.fail_lost_agents(session, lost)
     allocations_service.kill_overdue_preemptions(session, policy.timeout, master_started_at)
     allocations_service.settle_stopping(session)
+    allocations_service.apply_searcher_stops(session)
     allocations_service.request_allocations(session)
     allocations_service.assign_pending(session, policy)
     return True

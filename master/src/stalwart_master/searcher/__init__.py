@@ -3,15 +3,18 @@
 >>> searcher = make_searcher(config)              # refuses searchers we cannot run yet
 >>> ops = searcher.initial_operations()           # Create ops, at most max_concurrent_trials
 >>> ops = searcher.on_trial_closed(request_id)    # may Create the next trial, finally Shutdown
+>>> ops = searcher.on_validation(request_id, metric, time)  # adaptive_asha may Stop the trial
 >>> row.searcher_state = searcher.state()         # same transaction as applying the ops
 >>> searcher = Searcher.restore(config, row.searcher_state)  # after a master restart
 """
 
-from stalwart_master.searcher.base import Create, Op, Searcher, Shutdown
+from stalwart_master.searcher.asha import AdaptiveASHASearcher
+from stalwart_master.searcher.base import Create, Op, Searcher, Shutdown, Stop
 from stalwart_master.searcher.searchers import GridSearcher, RandomSearcher, SingleSearcher, make_searcher
 from stalwart_master.searcher.space import grid_axis, grid_size
 
 __all__ = [
+    "AdaptiveASHASearcher",
     "Create",
     "GridSearcher",
     "Op",
@@ -19,6 +22,7 @@ __all__ = [
     "Searcher",
     "Shutdown",
     "SingleSearcher",
+    "Stop",
     "grid_axis",
     "grid_size",
     "make_searcher",

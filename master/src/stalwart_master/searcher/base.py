@@ -2,7 +2,8 @@
 
 Every searcher we run today decides a trial's hyperparameters from its ordinal (0, 1, 2, ...) and the
 experiment seed alone, so the persisted state only needs to say which trials exist and which have
-closed. That keeps ``state()`` small, JSON-only and exact across a master restart.
+closed (adaptive_asha adds its brackets and rungs). That keeps ``state()`` small, JSON-only and
+exact across a master restart.
 """
 
 from __future__ import annotations
@@ -31,11 +32,18 @@ class Create:
 
 
 @dataclass(frozen=True)
+class Stop:
+    """The trial has trained enough: it should checkpoint and exit, and then counts as completed."""
+
+    request_id: str
+
+
+@dataclass(frozen=True)
 class Shutdown:
     """Every trial was created and has closed: the experiment is done searching."""
 
 
-Op = Create | Shutdown
+Op = Create | Stop | Shutdown
 
 
 def derive_seed(experiment_seed: int, purpose: str, ordinal: int) -> int:
@@ -136,8 +144,11 @@ class Searcher(ABC):
             ops.append(Shutdown())
         return ops
 
-    def on_validation(self, request_id: str, metric: float) -> list[Op]:
-        """A trial reported its searcher metric; early-stopping searchers act on it, ours do not."""
+    def on_validation(self, request_id: str, metric: float, time: float | None = None) -> list[Op]:
+        """A trial reported its searcher metric (and ``time``, the searcher's ``time_metric``).
+
+        Early-stopping searchers answer ``Stop`` for a trial that should end; the others ignore it.
+        """
         if request_id not in self._by_request:
             raise ValueError(f"unknown searcher request id {request_id!r}")
         return []

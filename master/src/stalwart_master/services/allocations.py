@@ -39,7 +39,7 @@ from stalwart_master.scheduler import (
     SlotRef,
     schedule,
 )
-from stalwart_master.searcher import Create, Searcher, make_searcher
+from stalwart_master.searcher import Create, Searcher, Stop, make_searcher
 from stalwart_master.services import gc as gc_service
 from stalwart_master.services import lineage as lineage_service
 from stalwart_master.services import outcomes
@@ -166,6 +166,7 @@ def finish_allocation(session: Session, allocation: Allocation, exit_code: int |
             kill_requested=allocation.kill_requested,
             preempt_requested=allocation.preempt_requested,
             preempt_acked=allocation.preempt_acked,
+            searcher_stopped=trial.stop_requested,
             restarts=trial.restarts,
             max_restarts=max_restarts,
         )
@@ -191,14 +192,113 @@ def finish_allocation(session: Session, allocation: Allocation, exit_code: int |
         f", failed runs {trial.restarts}/{max_restarts + 1}" if outcome.counts_restart else "",
     )
     if outcome.closes_trial:
-        trial.ended_at = utcnow()
-        gc_service.request_gc(session, experiment.id, f"trial {trial.id} ended {trial.state}")
         searcher = _searcher(experiment)
-        ops = searcher.on_trial_closed(trial.request_id)
-        _create_trials(session, experiment, ops, lineage_service.warm_start_of(session, experiment))
+        _close_trial(session, experiment, trial, searcher)
         experiment.searcher_state = searcher.state()
     session.flush()
     settle_experiment(session, experiment)
+
+
+def _close_trial(session: Session, experiment: Experiment, trial: Trial, searcher: Searcher) -> None:
+    """The trial ended for good: its checkpoints may be collected and the searcher may go on.
+
+    The caller stores ``searcher.state()`` once it is done with the searcher.
+    """
+    trial.ended_at = utcnow()
+    gc_service.request_gc(session, experiment.id, f"trial {trial.id} ended {trial.state}")
+    ops = searcher.on_trial_closed(trial.request_id)
+    _create_trials(session, experiment, ops, lineage_service.warm_start_of(session, experiment))
+
+
+def on_validations(session: Session, trial: Trial, reports: list[tuple[int, dict[str, Any]]]) -> bool:
+    """Feed a trial's validation reports, ``(steps, values)``, to an early-stopping searcher.
+
+    Only ``adaptive_asha`` acts on them. A ``Stop`` is recorded on the trial, and the next
+    scheduler pass asks its run to checkpoint and exit (``apply_searcher_stops``); this path only
+    locks the trial and then its experiment, as a run's end does. Call with the trial row locked.
+    True when the trial was stopped.
+    """
+    experiment = session.get(Experiment, trial.experiment_id)
+    assert experiment is not None
+    searcher_config = experiment.config.get("searcher") or {}
+    if searcher_config.get("name") != "adaptive_asha" or trial.stop_requested or trial.state != "ACTIVE":
+        return False
+    metric, time_metric = str(searcher_config["metric"]), str(searcher_config["time_metric"])
+    timed = [
+        (float(values[metric]), float(values[time_metric]))
+        for _, values in sorted(reports, key=lambda r: r[0])
+        if _number(values.get(metric)) and _number(values.get(time_metric))
+    ]
+    if not timed:
+        return False
+    # Fresh under the lock: another trial's report may have moved the searcher on meanwhile.
+    session.scalar(
+        select(Experiment)
+        .where(Experiment.id == experiment.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    if ExperimentState(experiment.state) in TERMINAL:
+        return False
+    searcher = _searcher(experiment)
+    for value, time in timed:
+        if any(isinstance(op, Stop) for op in searcher.on_validation(trial.request_id, value, time)):
+            trial.stop_requested = True
+            done = time >= float(searcher_config["max_time"])
+            trial.end_reason = (
+                f"trained to max_time ({time_metric} {time:g})"
+                if done
+                else f"stopped by the searcher at {time_metric} {time:g}"
+            )
+            log.info("trial %s stopped by the searcher at %s %g", trial.id, time_metric, time)
+            break
+    experiment.searcher_state = searcher.state()
+    return trial.stop_requested
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def apply_searcher_stops(session: Session) -> None:
+    """Trials the searcher stopped: ask their runs to checkpoint and exit, or end them now.
+
+    Rows someone else holds are skipped (SKIP LOCKED) and picked up by the next pass, so this
+    never waits on, or deadlocks with, a run's end or a metrics report.
+    """
+    stopped = session.scalars(
+        select(Trial).where(Trial.stop_requested, Trial.state == "ACTIVE").with_for_update(skip_locked=True)
+    ).all()
+    for trial in stopped:
+        live = select(Allocation).where(Allocation.trial_id == trial.id, Allocation.state.in_(LIVE))
+        allocations = session.scalars(live.with_for_update(skip_locked=True)).all()
+        if len(allocations) < (session.scalar(select(func.count()).select_from(live.subquery())) or 0):
+            continue  # one is being changed right now (e.g. its run is ending): the next pass
+        running = False
+        for allocation in allocations:
+            if allocation.state == "PENDING" or (allocation.state == "ASSIGNED" and not allocation.delivered):
+                _terminate(session, allocation, exit_code=None, reason=outcomes.STOPPED_BY_SEARCHER)
+            else:
+                running = True
+                if not allocation.preempt_requested:
+                    request_preemption(allocation)
+        if running:
+            continue
+        experiment = session.scalar(
+            select(Experiment)
+            .where(Experiment.id == trial.experiment_id)
+            .with_for_update(skip_locked=True)
+            .execution_options(populate_existing=True)
+        )
+        if experiment is None:
+            continue
+        # Nothing runs (a report that came after its run, or a run not started): it ends now.
+        trial.state = "COMPLETED"
+        searcher = _searcher(experiment)
+        _close_trial(session, experiment, trial, searcher)
+        experiment.searcher_state = searcher.state()
+        session.flush()
+        settle_experiment(session, experiment)
 
 
 def settle_experiment(session: Session, experiment: Experiment) -> None:
@@ -243,6 +343,7 @@ def request_allocations(session: Session) -> int:
         .where(
             Experiment.state == ExperimentState.ACTIVE,
             Trial.state == "ACTIVE",
+            Trial.stop_requested.is_(False),
             Trial.id.not_in(live),
         )
         # Locking the experiment too means a concurrent pause/cancel either waits for this pass (and

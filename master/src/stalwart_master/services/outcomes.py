@@ -2,8 +2,9 @@
 
 Only a failure of the user's code counts against ``max_restarts``: a run that exits non-zero while
 the master had not asked it to stop, had not killed it, and whose agent was neither lost nor
-draining. Every other end either resumes the trial (queued again, from its latest checkpoint) or
-ends it as the experiment's state says. Pure: no database, so the table is tested case by case.
+draining. A trial the searcher has stopped is COMPLETED whichever way its run ends. Every other
+end either resumes the trial (queued again, from its latest checkpoint) or ends it as the
+experiment's state says. Pure: no database, so the table is tested case by case.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ KILLED = "killed"
 DRAINED = "drained"
 PREEMPTED = "preempted"
 NOT_STARTED = "not started"
+STOPPED_BY_SEARCHER = "stopped by searcher"
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class RunEnd:
     kill_requested: bool = False
     preempt_requested: bool = False
     preempt_acked: bool = False
+    searcher_stopped: bool = False
     restarts: int = 0
     max_restarts: int = 5
 
@@ -60,6 +63,10 @@ def decide(end: RunEnd) -> Outcome:
         end.kill_requested and not end.preempt_requested
     ):
         return Outcome("CANCELED", True, KILLED)
+    if end.searcher_stopped and not stopping:
+        # The searcher has what it needs from the trial: however the run ended, there is nothing
+        # to resume and no failure to count.
+        return Outcome("COMPLETED", True, STOPPED_BY_SEARCHER)
     if end.agent_lost:
         return resume(AGENT_LOST)
     if end.kill_requested:
