@@ -44,8 +44,11 @@ def asha(**searcher: Any) -> AdaptiveASHASearcher:
 
 
 def test_rungs_possible_is_floor_log_plus_one_without_float_error() -> None:
-    assert [rungs_possible(4, n) for n in (1, 3, 4, 15, 16, 63, 64, 65)] == [1, 1, 2, 2, 3, 3, 4, 4]
-    assert rungs_possible(10, 1000) == 4  # 10**3 == 1000 exactly: a float log gives 2.9999...
+    assert [rungs_possible(4, n, 99) for n in (1, 3, 4, 15, 16, 63, 64, 65)] == [1, 1, 2, 2, 3, 3, 4, 4]
+    assert rungs_possible(10, 1000, 99) == 4  # 10**3 == 1000 exactly: a float log gives 2.9999...
+    assert rungs_possible(4, 65, 2) == 2
+    # A divisor just above 1 would count for minutes without the cap.
+    assert rungs_possible(1.0000001, 2**31 - 1, 64) == 64
 
 
 @pytest.mark.parametrize(

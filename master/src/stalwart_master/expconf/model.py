@@ -168,8 +168,9 @@ class AdaptiveASHASearcher(_SearcherBase):
     max_time: int = Field(ge=1, description="Value of time_metric at which a trial is done.")
     mode: Literal["standard", "aggressive", "conservative"] = "standard"
     divisor: float = Field(default=4.0, gt=1)
-    max_rungs: int = Field(default=5, ge=1)
-    bracket_rungs: list[Annotated[int, Field(ge=1)]] = Field(default_factory=list)
+    # Bounded: each rung is kept in the searcher's state, and past ~30 rungs the first is tiny.
+    max_rungs: int = Field(default=5, ge=1, le=64)
+    bracket_rungs: list[Annotated[int, Field(ge=1, le=64)]] = Field(default_factory=list, max_length=64)
 
 
 Searcher = Annotated[

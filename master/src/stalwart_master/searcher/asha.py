@@ -26,10 +26,13 @@ from stalwart_master.searcher.base import Create, Op, Searcher, Stop, derive_see
 from stalwart_master.searcher.space import random_point
 
 
-def rungs_possible(divisor: float, limit: int) -> int:
-    """``floor(log_divisor(limit)) + 1``, counted without floating-point logs."""
+def rungs_possible(divisor: float, limit: int, cap: int) -> int:
+    """``min(floor(log_divisor(limit)) + 1, cap)``, counted without floating-point logs.
+
+    The cap also bounds the loop: a divisor just above 1 would otherwise count for a long time.
+    """
     count = 1
-    while divisor**count <= limit:
+    while count < cap and divisor**count <= limit:
         count += 1
     return count
 
@@ -39,9 +42,8 @@ def bracket_rungs(config: ASHAConfig) -> list[int]:
     if config.bracket_rungs:
         return sorted(config.bracket_rungs, reverse=True)
     most = min(
-        config.max_rungs,
-        rungs_possible(config.divisor, config.max_time),
-        rungs_possible(config.divisor, config.max_trials),
+        rungs_possible(config.divisor, config.max_time, config.max_rungs),
+        rungs_possible(config.divisor, config.max_trials, config.max_rungs),
     )
     fewest = {"aggressive": most, "standard": math.ceil(most / 2), "conservative": 1}[config.mode]
     return list(range(most, fewest - 1, -1))
