@@ -78,3 +78,41 @@ def test_oversized_config_is_413(admin) -> None:  # type: ignore[no-untyped-def]
 def test_the_json_schema_is_published(admin) -> None:  # type: ignore[no-untyped-def]
     schema = admin.get("/api/v1/schemas/experiment").json()
     assert "searcher" in schema["properties"] and "hyperparameters" in schema["properties"]
+
+
+@pytest.mark.parametrize(
+    ("searcher", "hyperparameters", "path"),
+    [
+        (
+            "{name: random, metric: loss, max_trials: 100000000, max_concurrent_trials: 0}",
+            "{}",
+            "searcher.max_trials",
+        ),
+        (
+            "{name: adaptive_asha, metric: loss, max_trials: 20000, time_metric: batches, max_time: 100}",
+            "{}",
+            "searcher.max_trials",
+        ),
+        (
+            "{name: grid, metric: loss}",
+            "{a: {type: int, minval: 1, maxval: 200, count: 200},"
+            " b: {type: int, minval: 1, maxval: 51, count: 51}}",
+            "hyperparameters",
+        ),
+        (
+            "{name: grid, metric: loss}",
+            "{a: {type: double, minval: 0, maxval: 1, count: 1000000000}}",
+            "hyperparameters.a.count",
+        ),
+    ],
+    ids=["random", "adaptive_asha", "grid", "grid-count"],
+)
+def test_a_search_of_more_trials_than_the_master_allows_is_refused_at_once(  # type: ignore[no-untyped-def]
+    admin, searcher: str, hyperparameters: str, path: str
+) -> None:
+    before = _count(admin)
+    config = f"entrypoint: python3 train.py\nhyperparameters: {hyperparameters}\nsearcher: {searcher}\n"
+    response = admin.post("/api/v1/experiments", json={"config": config})
+    assert response.status_code == 422, response.text
+    assert path in [e["path"] for e in response.json()["errors"]], response.json()
+    assert _count(admin) == before

@@ -73,6 +73,9 @@ class LimitSettings(BaseSettings):
     max_context_bytes: int = 96 * 1024 * 1024
     max_config_bytes: int = 1024 * 1024
     max_page_limit: int = 1000
+    # Trials one experiment may run in all (STALWART_MAX_TRIALS): a typo such as an extra zero
+    # in max_trials or a grid count must be refused, not make the master create millions of rows.
+    max_trials: int = Field(default=10_000, ge=1)
 
 
 class Settings(BaseSettings):

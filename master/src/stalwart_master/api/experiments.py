@@ -49,6 +49,7 @@ def create_experiment(
         parent_id=body.parent_id,
         defaults=settings.effective_experiment_defaults(),
         max_config_bytes=settings.limits.max_config_bytes,
+        max_trials=settings.limits.max_trials,
     )
     session.commit()
     wake_scheduler(request)

@@ -16,7 +16,10 @@ from stalwart_master.expconf.common import Loc, Section, field_error
 HYPERPARAMETER_TYPES = ("const", "int", "double", "log", "categorical")
 NUMERIC_TYPES = ("int", "double", "log")
 
-Count = Annotated[int | None, Field(ge=1, description="Points on the grid; used by the grid searcher.")]
+# Bounded so that building a grid axis can never take the master's memory.
+Count = Annotated[
+    int | None, Field(ge=1, le=100_000, description="Points on the grid; used by the grid searcher.")
+]
 
 
 class ConstHyperparameter(Section):

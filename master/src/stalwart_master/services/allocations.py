@@ -26,8 +26,9 @@ from stalwart_master.db.orm import (
     Trial,
     utcnow,
 )
-from stalwart_master.errors import Forbidden, NotFound
+from stalwart_master.errors import FieldError, Forbidden, Invalid, NotFound
 from stalwart_master.expconf import ExperimentConfig
+from stalwart_master.expconf.parse import INVALID_TITLE
 from stalwart_master.scheduler import (
     DEFAULT_PRIORITY,
     AgentCapacity,
@@ -81,14 +82,26 @@ def _create_trials(
             )
 
 
-def start_searcher(session: Session, experiment: Experiment) -> None:
+def start_searcher(session: Session, experiment: Experiment, *, max_trials: int = 10_000) -> None:
     """At creation: the searcher's first trials are recorded at once (they wait for slots).
 
     A warm-start source (``searcher.source_*``) is resolved here, once: an unusable one refuses
-    the experiment (422 naming the field).
+    the experiment (422 naming the field), and so does a search of more than ``max_trials`` trials.
     """
     warm_start = lineage_service.resolve_warm_start(session, experiment.config)
     searcher = make_searcher(_config(experiment))
+    if searcher.total_trials > max_trials:
+        grid = searcher.name in ("grid", "single")
+        raise Invalid(
+            [
+                FieldError(
+                    "hyperparameters" if grid else "searcher.max_trials",
+                    f"the search has {searcher.total_trials} trials, more than this master allows "
+                    f"({max_trials}, STALWART_MAX_TRIALS)",
+                )
+            ],
+            title=INVALID_TITLE,
+        )
     _create_trials(session, experiment, searcher.initial_operations(), warm_start)
     experiment.searcher_state = searcher.state()
     session.flush()

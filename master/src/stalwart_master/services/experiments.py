@@ -45,6 +45,7 @@ def create_experiment(
     parent_id: int | None = None,
     defaults: dict[str, Any] | None = None,
     max_config_bytes: int = 1024 * 1024,
+    max_trials: int = 10_000,
 ) -> Experiment:
     parsed = parse_experiment_config(config_yaml, defaults, max_bytes=max_config_bytes)
     if context_sha256 is not None:
@@ -65,7 +66,7 @@ def create_experiment(
     )
     session.add(experiment)
     session.flush()
-    allocations_service.start_searcher(session, experiment)
+    allocations_service.start_searcher(session, experiment, max_trials=max_trials)
     if not experiment.name:  # Determined names unnamed experiments after their id
         experiment.name = f"Experiment {experiment.id}"
         experiment.config = {**data, "name": experiment.name}
