@@ -208,9 +208,12 @@ class ChaosCluster:
         priority: int | None = None,
         pool: str = "default",
         storage: dict[str, Any] | None = None,
+        searcher: dict[str, Any] | None = None,
+        hyperparameters: dict[str, Any] | None = None,
         **extra: Any,
     ) -> Experiment:
-        """One trial (single searcher) running the scripted ``actions``; returns its ids."""
+        """Trials running the scripted ``actions``: one (single searcher) unless ``searcher`` says
+        otherwise; ``hyperparameters`` are added to the actions. Returns the ids."""
         resources: dict[str, Any] = {"resource_pool": pool, "slots_per_trial": 1}
         if priority is not None:
             resources["priority"] = priority
@@ -220,8 +223,9 @@ class ChaosCluster:
             "hyperparameters": {
                 "actions": {"type": "const", "val": actions},
                 "journal": str(self.journal_dir),
+                **(hyperparameters or {}),
             },
-            "searcher": {"name": "single", "metric": "loss", "smaller_is_better": True},
+            "searcher": searcher or {"name": "single", "metric": "loss", "smaller_is_better": True},
             "max_restarts": max_restarts,
             "resources": resources,
             "checkpoint_storage": {

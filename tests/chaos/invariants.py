@@ -37,6 +37,8 @@ class Expected:
     state: str = "COMPLETED"
     restarts: int = 0
     steps: int | None = None
+    # The scenario validates every step ("validate": true): one validation row per training step.
+    validated_every_step: bool = False
 
 
 @dataclass
@@ -114,10 +116,10 @@ def _i2_one_live_row_per_step(record: TrialRecord, exp: Expected, violations: li
         if exp.steps is not None and last != exp.steps:
             violations.append(f"I2: trial {trial_id} COMPLETED at step {last}, scripted {exp.steps}")
         validations = [row["steps_completed"] for row in record.live if row["group"] == "validation"]
-        if validations != [last]:
-            violations.append(
-                f"I2: trial {trial_id}: validation rows at {validations}, expected one at {last}"
-            )
+        expected = list(range(1, last + 1)) if exp.validated_every_step else [last]
+        if validations != expected:
+            shown = f"1..{last}" if exp.validated_every_step else f"one at {last}"
+            violations.append(f"I2: trial {trial_id}: validation rows at {validations}, expected {shown}")
 
 
 def _i3_steps_resume_from_restored_checkpoint(

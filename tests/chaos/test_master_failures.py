@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from chaos_cluster import ChaosCluster
 from invariants import Expected, check_invariants
+
+from support import wait_for
 
 pytestmark = pytest.mark.chaos
 
@@ -78,3 +81,52 @@ def test_a_master_killed_while_an_experiment_is_stopping_still_ends_it_canceled_
         assert run["exit_code"] == 0 and events[-2:] == ["checkpoint", "preempted"], (run, events)
     else:
         assert run["exit_reason"] == "preemption timeout" and "preempt_seen" in events, (run, events)
+
+
+def test_a_master_sigkilled_right_after_a_searcher_stop_still_carries_it_out(
+    chaos_cluster: Callable[..., ChaosCluster],
+) -> None:
+    """adaptive_asha stops a weak trial at its first rung and the master dies straight away. The
+    stop and the searcher's state are in the database, so after the restart the run is asked to
+    leave (if it was not yet), checkpoints, exits 0, and the trial ends COMPLETED before max_time."""
+    cluster = chaos_cluster({"agent-a": 2})
+    experiment = cluster.submit(
+        "asha-master-sigkill",
+        [{"report": 80, "every": 0.2, "validate": True}],
+        searcher={
+            "name": "adaptive_asha",
+            "metric": "loss",
+            "time_metric": "batches",
+            "max_time": 80,
+            "max_trials": 4,
+            "max_concurrent_trials": 2,
+            "mode": "aggressive",
+            "divisor": 2,
+        },
+        hyperparameters={"quality": {"type": "categorical", "vals": [0.0, 1.0, 2.0, 3.0]}},
+        # Seed 4 draws qualities 0, 0, 2, 3: the first two tie and train to max_time (80 batches);
+        # the last two are each the worst of three at rung 0 (20 batches) and are stopped there,
+        # leaving 12 s of training for the restart and the stop to land in.
+        reproducibility={"experiment_seed": 4},
+    )
+    first_two = experiment.trial_ids
+    assert len(first_two) == 2
+
+    def stopped() -> list[dict[str, Any]]:
+        trials = cluster.api.get(f"/api/v1/experiments/{experiment.id}/trials")
+        return [t for t in trials if t["end_reason"].startswith("stopped by the searcher")]
+
+    wait_for(lambda: bool(stopped()), 90, "the searcher to stop a trial", interval=0.1)
+    cluster.master.restart(downtime=2)
+
+    check_invariants(cluster, Expected(experiment.id, restarts=0, validated_every_step=True))
+    trials = cluster.api.get(f"/api/v1/experiments/{experiment.id}/trials")
+    assert len(trials) == 4 and all(t["state"] == "COMPLETED" for t in trials), trials
+    for trial in trials:
+        if trial["id"] in first_two:
+            assert trial["steps_completed"] == 80 and trial["end_reason"].startswith("trained to max_time")
+            continue
+        assert trial["end_reason"] == "stopped by the searcher at batches 20", trial
+        assert trial["steps_completed"] < 80, trial
+        assert [r["exit_reason"] for r in cluster.runs(trial["id"])] == ["stopped by searcher"]
+        assert cluster.wait_event(trial["id"], "preempted", timeout=1)

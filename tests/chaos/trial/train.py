@@ -5,7 +5,9 @@ ints: only on those run ids, from ``STALWART_TRIAL_RUN_ID``), so a scenario fail
 and no other:
 
     {"report": 20, "every": 0.05}   20 training steps, one metric row each, then sleep ``every``;
-                                    preemption is checked after every step
+                                    preemption is checked after every step. With "validate": true
+                                    each step is also validated: loss = quality + 1/step (the
+                                    ``quality`` hyperparameter, default 0) with batches = step
     {"checkpoint": true}            save_state at the current step and wait until it is registered
     {"exit": 3}                     exit with this code now
     {"ignore_preemption": true}     from here on a preemption request is noted, never obeyed
@@ -114,6 +116,11 @@ def main() -> int:
                         core.train.report_training_metrics(
                             steps_completed=step, metrics={"loss": 1.0 / step, "run": run_id}
                         )
+                        if action.get("validate"):
+                            loss = float(hparams.get("quality", 0)) + 1.0 / step
+                            core.train.report_validation_metrics(
+                                steps_completed=step, metrics={"loss": loss, "batches": step}
+                            )
                         time.sleep(every)
                         if preemption_due():
                             finished = done_in_block == count
