@@ -125,7 +125,9 @@ class PreemptContext:
                     return
                 self._log.warning("polling for preemption failed, retrying in %.0f s: %s", delay, exc)
                 self._stop.wait(delay)
-                delay = min(delay * 2, 30.0)
+                # Capped low: once a restarted master asks this run to stop, the run has only its
+                # preemption_timeout to notice, and one request per 5 s costs a down master nothing.
+                delay = min(delay * 2, 5.0)
 
     def close(self) -> None:
         """Stop polling; a long-poll in flight ends on its own (the thread is a daemon)."""
