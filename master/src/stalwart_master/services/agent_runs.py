@@ -19,6 +19,7 @@ from stalwart_master.services import users as users_service
 from stalwart_master.services.allocations import (
     ALLOCATION_TOKEN_TTL_HOURS,
     KILL_GRACE_SECONDS,
+    allocation_slots,
     finish_allocation,
     request_preemption,
 )
@@ -46,12 +47,7 @@ def agent_actions(session: Session, agent_id: str) -> list[dict[str, Any]]:
                 .where(Token.token_hash == users_service.hash_token(secret))
                 .values(allocation_id=allocation.id)
             )
-            slots = session.scalars(
-                select(Slot)
-                .join(AllocationSlot, AllocationSlot.slot_id == Slot.id)
-                .where(AllocationSlot.allocation_id == allocation.id)
-                .order_by(Slot.index)
-            ).all()
+            slots = allocation_slots(session, allocation.id)
             actions.append(
                 {
                     "type": "start",
@@ -104,11 +100,7 @@ def reconcile_agent(session: Session, agent_id: str, running: list[str]) -> list
     )
     kept: set[str] = set()
     actions: list[dict[str, Any]] = []
-    live = session.scalars(
-        select(Allocation)
-        .where(Allocation.agent_id == agent_id, Allocation.state.in_(("ASSIGNED", "RUNNING")))
-        .with_for_update()
-    ).all()
+    live = _placed_on(session, agent_id)
     for allocation in live:
         allocation_id = str(allocation.id)
         if allocation.id in on_vanished_slots:
@@ -134,16 +126,23 @@ def reconcile_agent(session: Session, agent_id: str, running: list[str]) -> list
     return actions
 
 
+def _placed_on(session: Session, agent_id: str) -> list[Allocation]:
+    """The agent's assigned and running allocations, locked: what reconcile and drain act on."""
+    return list(
+        session.scalars(
+            select(Allocation)
+            .where(Allocation.agent_id == agent_id, Allocation.state.in_(("ASSIGNED", "RUNNING")))
+            .with_for_update()
+        )
+    )
+
+
 def drain_allocations(session: Session, agent_id: str) -> int:
     """The agent is going away (SIGTERM, a spot node reclaimed): its runs are asked to checkpoint
     and exit, and resume elsewhere ("drained", never counted as a restart); an assignment not yet
     handed over goes back to the queue. Returns how many runs were asked to leave."""
     asked = 0
-    live = session.scalars(
-        select(Allocation)
-        .where(Allocation.agent_id == agent_id, Allocation.state.in_(("ASSIGNED", "RUNNING")))
-        .with_for_update()
-    ).all()
+    live = _placed_on(session, agent_id)
     for allocation in live:
         if allocation.state == "ASSIGNED" and not allocation.delivered:
             _unassign(session, allocation)

@@ -128,6 +128,18 @@ def stop_experiment_runs(session: Session, experiment: Experiment, *, kill: bool
             request_preemption(allocation)
 
 
+def allocation_slots(session: Session, allocation_id: uuid.UUID) -> list[Slot]:
+    """The slots an allocation holds, by index: the order its devices are handed to the run."""
+    return list(
+        session.scalars(
+            select(Slot)
+            .join(AllocationSlot, AllocationSlot.slot_id == Slot.id)
+            .where(AllocationSlot.allocation_id == allocation_id)
+            .order_by(Slot.index)
+        )
+    )
+
+
 def request_preemption(allocation: Allocation) -> None:
     """Ask a run to checkpoint and exit 0; its preemption_timeout runs from the first request."""
     allocation.preempt_requested = True
@@ -577,12 +589,7 @@ def trial_info(session: Session, allocation: Allocation) -> dict[str, Any]:
     assert trial is not None
     experiment = session.get(Experiment, trial.experiment_id)
     assert experiment is not None
-    slots = session.scalars(
-        select(Slot)
-        .join(AllocationSlot, AllocationSlot.slot_id == Slot.id)
-        .where(AllocationSlot.allocation_id == allocation.id)
-        .order_by(Slot.index)
-    ).all()
+    slots = allocation_slots(session, allocation.id)
     start = trial.latest_checkpoint or trial.warm_start_checkpoint
     trials_service.start_run_from(session, trial, allocation, start)
     return {
