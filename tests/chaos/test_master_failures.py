@@ -91,8 +91,8 @@ def test_a_master_sigkilled_right_after_a_searcher_stop_still_carries_it_out(
     leave (if it was not yet) and the trial ends COMPLETED before max_time, without a restart.
 
     The run either sees the request, checkpoints and exits 0, or, when its harness is still
-    backing off from the lost master after this cluster's short preemption timeout, is killed;
-    both end the same way (CI saw the second)."""
+    backing off from the lost master after this cluster's short preemption timeout, is killed
+    (or both, when the kill lands while it leaves); every way ends the same (runs here saw all three)."""
     cluster = chaos_cluster({"agent-a": 2})
     experiment = cluster.submit(
         "asha-master-sigkill",
@@ -135,6 +135,6 @@ def test_a_master_sigkilled_right_after_a_searcher_stop_still_carries_it_out(
         (run,) = cluster.runs(trial["id"])
         assert run["exit_reason"] == "stopped by searcher", run
         left = [e["event"] for e in cluster.journal(trial["id"]) if e["event"] in ("preempted", "done")]
-        obeyed = run["exit_code"] == 0 and left == ["preempted"]
-        killed = run["exit_code"] != 0 and left == []
-        assert obeyed or killed, (run, left)
+        # Never trained to the end; an exit 0 came from obeying (a kill may also land while the
+        # run is leaving, after its checkpoint: CI saw exit -15 after "preempted").
+        assert "done" not in left and (run["exit_code"] != 0 or left == ["preempted"]), (run, left)
