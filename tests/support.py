@@ -74,6 +74,27 @@ def spawn(args: list[str], log_file: Path, env: dict[str, str] | None = None) ->
     return ManagedProcess(process, log_file)
 
 
+def agent_argv(master: str, token: str, agent_id: str, slots: int, pool: str, work_dir: Path) -> list[str]:
+    """``stalwart-agent`` with artificial slots, as every test cluster starts one; add flags after."""
+    return [
+        sys.executable,
+        "-m",
+        "stalwart_agent",
+        "--master",
+        master,
+        "--token",
+        token,
+        "--agent-id",
+        agent_id,
+        "--artificial-slots",
+        str(slots),
+        "--resource-pool",
+        pool,
+        "--work-dir",
+        str(work_dir),
+    ]
+
+
 def start_master(port: int, data_dir: Path, env: dict[str, str] | None = None) -> ManagedProcess:
     data_dir.mkdir(parents=True, exist_ok=True)
     managed = spawn(

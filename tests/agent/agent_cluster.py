@@ -5,13 +5,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
-from support import ManagedProcess, kill_leftovers, spawn, wait_for
+from support import ManagedProcess, agent_argv, kill_leftovers, spawn, wait_for
 
 
 def login(url: str, password: str) -> httpx.Client:
@@ -45,21 +44,7 @@ class Agents:
         before = self.registrations(agent_id)
         process = spawn(
             [
-                sys.executable,
-                "-m",
-                "stalwart_agent",
-                "--master",
-                self.master_url,
-                "--token",
-                self.token,
-                "--agent-id",
-                agent_id,
-                "--artificial-slots",
-                str(slots),
-                "--resource-pool",
-                pool,
-                "--work-dir",
-                str(self.work_dir(agent_id)),
+                *agent_argv(self.master_url, self.token, agent_id, slots, pool, self.work_dir(agent_id)),
                 "--max-retry-delay",
                 "1",
                 *extra,

@@ -27,7 +27,7 @@ from chaos_services import MARKER, Api, Postgres, Redis, Service, kill_marked, m
 
 from stalwart.context import build_context
 
-from support import free_port, wait_for
+from support import agent_argv, free_port, wait_for
 
 TRIAL_DIR = Path(__file__).parent / "trial"
 TERMINAL = frozenset({"COMPLETED", "CANCELED", "ERROR"})
@@ -144,21 +144,7 @@ class ChaosCluster:
 
     def add_agent(self, agent_id: str, slots: int, pool: str = "default") -> Service:
         argv = [
-            sys.executable,
-            "-m",
-            "stalwart_agent",
-            "--master",
-            self.url,
-            "--token",
-            self._agent_token,
-            "--agent-id",
-            agent_id,
-            "--artificial-slots",
-            str(slots),
-            "--resource-pool",
-            pool,
-            "--work-dir",
-            str(self.root / "agents" / agent_id),
+            *agent_argv(self.url, self._agent_token, agent_id, slots, pool, self.root / "agents" / agent_id),
             "--shutdown-grace",
             "5",
             "--drain-timeout",

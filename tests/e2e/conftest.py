@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from support import ManagedProcess, spawn, wait_for
+from support import ManagedProcess, agent_argv, spawn, wait_for
 
 
 @pytest.fixture(scope="session")
@@ -55,21 +54,7 @@ def start_agent(
     def start(agent_id: str, slots: int, pool: str = "default") -> ManagedProcess:
         process = spawn(
             [
-                sys.executable,
-                "-m",
-                "stalwart_agent",
-                "--master",
-                live_master.url,
-                "--token",
-                agent_token,
-                "--agent-id",
-                agent_id,
-                "--artificial-slots",
-                str(slots),
-                "--resource-pool",
-                pool,
-                "--work-dir",
-                str(tmp_path / agent_id),
+                *agent_argv(live_master.url, agent_token, agent_id, slots, pool, tmp_path / agent_id),
                 # Stopping the agent (SIGTERM) drains it; trials that ignore preemption are stopped
                 # after this, well before ManagedProcess.stop's SIGKILL would orphan them.
                 "--drain-timeout",

@@ -21,6 +21,7 @@ from stalwart_master.services.allocations import (
     KILL_GRACE_SECONDS,
     allocation_slots,
     finish_allocation,
+    handed_over,
     request_preemption,
 )
 
@@ -144,7 +145,7 @@ def drain_allocations(session: Session, agent_id: str) -> int:
     asked = 0
     live = _placed_on(session, agent_id)
     for allocation in live:
-        if allocation.state == "ASSIGNED" and not allocation.delivered:
+        if not handed_over(allocation):
             _unassign(session, allocation)
         else:
             request_preemption(allocation)

@@ -119,13 +119,25 @@ def live_allocations(session: Session, experiment_id: int) -> list[Allocation]:
 def stop_experiment_runs(session: Session, experiment: Experiment, *, kill: bool) -> None:
     """Pause/cancel ask running trials to checkpoint and exit; kill stops them now."""
     for allocation in live_allocations(session, experiment.id):
-        if allocation.state == "PENDING" or (allocation.state == "ASSIGNED" and not allocation.delivered):
-            # Never handed to an agent: nothing runs, so the slots are simply given back.
-            _terminate(session, allocation, exit_code=None, reason=outcomes.NOT_STARTED)
-        elif kill:
+        if kill and handed_over(allocation):
             allocation.kill_requested = True
         else:
-            request_preemption(allocation)
+            ask_to_leave(session, allocation, not_started=outcomes.NOT_STARTED)
+
+
+def handed_over(allocation: Allocation) -> bool:
+    """An agent has (or may have) started this run; before that nothing runs anywhere."""
+    return allocation.state == "RUNNING" or (allocation.state == "ASSIGNED" and allocation.delivered)
+
+
+def ask_to_leave(session: Session, allocation: Allocation, *, not_started: str) -> bool:
+    """Ask a run to checkpoint and exit; one never handed to an agent simply ends here, giving
+    its slots back, with reason ``not_started``. True when a run still has to leave."""
+    if not handed_over(allocation):
+        _terminate(session, allocation, exit_code=None, reason=not_started)
+        return False
+    request_preemption(allocation)
+    return True
 
 
 def allocation_slots(session: Session, allocation_id: uuid.UUID) -> list[Slot]:
@@ -299,15 +311,8 @@ def apply_searcher_stops(session: Session) -> None:
         allocations = session.scalars(live.with_for_update(skip_locked=True)).all()
         if len(allocations) < (session.scalar(select(func.count()).select_from(live.subquery())) or 0):
             continue  # one is being changed right now (e.g. its run is ending): the next pass
-        running = False
-        for allocation in allocations:
-            if allocation.state == "PENDING" or (allocation.state == "ASSIGNED" and not allocation.delivered):
-                _terminate(session, allocation, exit_code=None, reason=outcomes.STOPPED_BY_SEARCHER)
-            else:
-                running = True
-                if not allocation.preempt_requested:
-                    request_preemption(allocation)
-        if running:
+        leaving = [ask_to_leave(session, a, not_started=outcomes.STOPPED_BY_SEARCHER) for a in allocations]
+        if any(leaving):
             continue
         experiment = session.scalar(
             select(Experiment)
