@@ -67,6 +67,29 @@ class AuthSettings(BaseSettings):
     token_ttl_hours: int = Field(default=24 * 30, ge=1)
 
 
+class LoginSettings(BaseSettings):
+    """Login throttling (``STALWART_LOGIN_*``): failures per user name and per client address."""
+
+    model_config = SettingsConfigDict(env_prefix="STALWART_LOGIN_")
+
+    # This many failures inside the window locks the user name (or address) out until it slides by.
+    max_failures_per_user: int = Field(default=10, ge=1)
+    max_failures_per_address: int = Field(default=50, ge=1)
+    window_seconds: float = Field(default=300.0, gt=0)
+
+
+class StorageSettings(BaseSettings):
+    """Checkpoint storage the master resolves itself (``STALWART_STORAGE_*``). Owned by the storage rules."""
+
+    model_config = SettingsConfigDict(env_prefix="STALWART_STORAGE_")
+
+
+class TLSSettings(BaseSettings):
+    """The master's own TLS (``STALWART_TLS_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="STALWART_TLS_")
+
+
 class LimitSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STALWART_")
 
@@ -105,6 +128,9 @@ class Settings(BaseSettings):
     gc: GCSettings = Field(default_factory=GCSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
+    login: LoginSettings = Field(default_factory=LoginSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    tls: TLSSettings = Field(default_factory=TLSSettings)
 
     @model_validator(mode="after")
     def _no_placeholder_secrets(self) -> Settings:

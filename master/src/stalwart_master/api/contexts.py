@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from stalwart_master.api.deps import SessionDep, SettingsDep, require_token
+from stalwart_master.api.deps import CurrentUser, SessionDep, SettingsDep, UserOrAllocation
 from stalwart_master.contexts.archive import check_content_length, receive_context
 from stalwart_master.schemas.common import problem_responses
 from stalwart_master.schemas.contexts import ContextOut
@@ -14,7 +14,6 @@ from stalwart_master.services import contexts as contexts_service
 router = APIRouter(
     prefix="/api/v1/contexts",
     tags=["contexts"],
-    dependencies=[require_token],
     responses=problem_responses(401, 404),
 )
 Sha256 = Annotated[str, Path(pattern=r"^[0-9a-f]{64}$")]
@@ -30,7 +29,7 @@ Sha256 = Annotated[str, Path(pattern=r"^[0-9a-f]{64}$")]
     },
 )
 async def upload_context(
-    request: Request, response: Response, session: SessionDep, settings: SettingsDep
+    request: Request, response: Response, _: CurrentUser, session: SessionDep, settings: SettingsDep
 ) -> ContextOut:
     """Stream a tar.gz in; refuse it as soon as it is too big, before reading the rest."""
     limit = settings.limits.max_context_bytes
@@ -48,7 +47,9 @@ async def upload_context(
 
 
 @router.get("/{sha256}", response_class=Response, responses={200: {"content": {"application/gzip": {}}}})
-def download_context(sha256: Sha256, session: SessionDep) -> Response:
+def download_context(sha256: Sha256, caller: UserOrAllocation, session: SessionDep) -> Response:
+    """A trial reads only its own experiment's code; a user only code of experiments they can see."""
+    contexts_service.require_readable(session, caller.token, sha256)
     context = contexts_service.get_context(session, sha256, with_content=True)
     return Response(
         content=context.content,
@@ -58,6 +59,7 @@ def download_context(sha256: Sha256, session: SessionDep) -> Response:
 
 
 @router.head("/{sha256}", response_class=Response)
-def context_exists(sha256: Sha256, session: SessionDep) -> Response:
+def context_exists(sha256: Sha256, _: CurrentUser, session: SessionDep) -> Response:
+    """Existence only (for de-duplicated uploads); reading the code is ``GET``'s own check."""
     context = contexts_service.get_context(session, sha256)
     return Response(headers={"Content-Length": "0", "X-Context-Size": str(context.size)})

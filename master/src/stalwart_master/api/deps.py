@@ -1,8 +1,17 @@
-"""Annotated dependencies shared by the routers."""
+"""Annotated dependencies shared by the routers, and the one place credentials are checked.
+
+Every route declares which kinds of credential may call it by depending on exactly one
+:class:`Allow` (through the aliases below: ``CurrentUser``, ``AdminUser``, ``AgentCaller``,
+``AllocationDep``, ``UserOrAllocation``, ``Public``). ``tests/security/test_route_credentials.py``
+walks the app's route table and fails for a route without one, so no route can forget.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -33,63 +42,140 @@ def get_app_settings(request: Request) -> Settings:
 SessionDep = Annotated[Session, Depends(get_session)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 
-_bearer = HTTPBearer(auto_error=False, description="A token from POST /api/v1/auth/login")
+_bearer = HTTPBearer(auto_error=False, description="A session from POST /api/v1/auth/login or an API token")
 
 
-def get_token(
-    session: SessionDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Token:
-    if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
-        raise Unauthorized("missing bearer token; log in with POST /api/v1/auth/login")
-    if len(credentials.credentials) > 256:
-        raise Unauthorized("malformed token")
-    return users_service.authenticate(session, credentials.credentials)
+class Credential(StrEnum):
+    """The kinds of bearer token; ``tokens.kind`` stores these values."""
+
+    SESSION = "user"  # a person's login: expires, revoked by logout
+    API_TOKEN = "api"  # `stalwart token create`: a user's scripts, optional expiry
+    AGENT = "agent"  # one agent id: register, poll, report its own allocations
+    ALLOCATION = "allocation"  # one run of one trial: report and read for that trial only
 
 
-TokenDep = Annotated[Token, Depends(get_token)]
+USER_KINDS = frozenset({Credential.SESSION, Credential.API_TOKEN})
 
 
-def get_user(token: TokenDep) -> User:
-    if token.kind == "agent":  # an agent token is made by an admin but must not act as one
-        raise Forbidden("agent tokens may only call the agent routes")
-    return token.user
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling, as established from the credential (never from the request body)."""
+
+    token: Token
+    kind: Credential
+
+    @property
+    def user(self) -> User:
+        return self.token.user
+
+    @property
+    def agent_id(self) -> str | None:
+        return self.token.agent_id
+
+    @property
+    def allocation_id(self) -> object:
+        return self.token.allocation_id
 
 
-CurrentUser = Annotated[User, Depends(get_user)]
+class Allow:
+    """A route's declared credentials. ``Allow()`` with ``public=True`` declares a public route."""
+
+    def __init__(self, *kinds: Credential, admin: bool = False, public: bool = False) -> None:
+        if public == bool(kinds):
+            raise ValueError("a route is either public or names the credentials it allows")
+        self.kinds = frozenset(kinds)
+        self.admin = admin
+        self.public = public
+
+    def __repr__(self) -> str:
+        if self.public:
+            return "Allow(public)"
+        return f"Allow({', '.join(sorted(self.kinds))}{', admin' if self.admin else ''})"
+
+    def __call__(
+        self,
+        request: Request,
+        session: SessionDep,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> Caller | None:
+        if self.public:
+            return None
+        if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
+            raise Unauthorized("missing bearer token; log in with POST /api/v1/auth/login")
+        if len(credentials.credentials) > 256:
+            raise Unauthorized("malformed token")
+        token = users_service.authenticate(session, credentials.credentials)
+        kind = Credential(token.kind)
+        if kind not in self.kinds:
+            raise Forbidden(_refusal(kind))
+        if self.admin and not token.user.admin:
+            raise Forbidden("this needs a cluster admin")
+        caller = Caller(token=token, kind=kind)
+        request.state.caller = caller  # the audit log and access log name who acted
+        return caller
 
 
-def get_admin(user: CurrentUser) -> User:
-    if not user.admin:
-        raise Forbidden("this needs an admin")
-    return user
+def _refusal(kind: Credential) -> str:
+    return {
+        Credential.AGENT: "agent credentials may only call the agent routes",
+        Credential.ALLOCATION: "a trial's allocation token may only report for and read its own trial",
+    }.get(kind, "this route is for agents or trials, not for users")
 
 
-AdminUser = Annotated[User, Depends(get_admin)]
+ALLOW_USER = Allow(Credential.SESSION, Credential.API_TOKEN)
+ALLOW_ADMIN = Allow(Credential.SESSION, Credential.API_TOKEN, admin=True)
+ALLOW_AGENT = Allow(Credential.AGENT)
+ALLOW_ALLOCATION = Allow(Credential.ALLOCATION)
+ALLOW_USER_OR_ALLOCATION = Allow(Credential.SESSION, Credential.API_TOKEN, Credential.ALLOCATION)
+ALLOW_PUBLIC = Allow(public=True)
 
-# Routers outside the public allowlist declare this so no route can forget authentication.
-require_token = Depends(get_token)
+UserCaller = Annotated[Caller, Depends(ALLOW_USER)]
+AdminCaller = Annotated[Caller, Depends(ALLOW_ADMIN)]
+AgentCaller = Annotated[Caller, Depends(ALLOW_AGENT)]
+AllocationCaller = Annotated[Caller, Depends(ALLOW_ALLOCATION)]
+UserOrAllocation = Annotated[Caller, Depends(ALLOW_USER_OR_ALLOCATION)]
+Public = Annotated[None, Depends(ALLOW_PUBLIC)]
 
 
-def get_agent_token(token: TokenDep) -> Token:
-    if token.kind != "agent":
-        raise Forbidden("this route is for agents; create a token with `stalwart agent token create`")
-    return token
+def _user(caller: UserCaller) -> User:
+    return caller.user
 
 
-AgentToken = Annotated[Token, Depends(get_agent_token)]
+def _admin(caller: AdminCaller) -> User:
+    return caller.user
 
 
-def get_allocation(token: TokenDep, session: SessionDep) -> Allocation:
+CurrentUser = Annotated[User, Depends(_user)]
+AdminUser = Annotated[User, Depends(_admin)]
+
+
+def _allocation(caller: AllocationCaller, session: SessionDep) -> Allocation:
     from stalwart_master.services.allocations import allocation_for_token
 
-    return allocation_for_token(session, token)
+    return allocation_for_token(session, caller.token)
 
 
-AllocationDep = Annotated[Allocation, Depends(get_allocation)]
+AllocationDep = Annotated[Allocation, Depends(_allocation)]
+
+
+def require_agent(caller: Caller, agent_id: str | None) -> str:
+    """The agent id this credential is bound to; refuses acting for any other agent."""
+    if caller.agent_id is None:
+        raise Forbidden("this agent credential is bound to no agent id; create one with --agent-id")
+    if agent_id is not None and agent_id != caller.agent_id:
+        raise Forbidden(f"this agent credential is for agent {caller.agent_id!r}, not {agent_id!r}")
+    return caller.agent_id
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
 
 
 def wake_scheduler(request: Request) -> None:
     scheduler = getattr(request.app.state, "scheduler", None)
     if scheduler is not None:
         scheduler.wake()
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)

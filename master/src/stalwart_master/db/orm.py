@@ -93,11 +93,82 @@ class Token(Base):
     allocation_id: Mapped[UUID | None] = mapped_column(
         ForeignKey("allocations.id", ondelete="CASCADE"), index=True
     )
+    # Set for kind "agent": the one agent id this credential may register and act as.
+    agent_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    # A person's label for an API token ("ci", "notebook"); shown in `stalwart token list`.
+    description: Mapped[str] = mapped_column(Text, default="", server_default="")
     created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
-    expires_at: Mapped[dt.datetime]
+    # NULL for API tokens made without an expiry; every other kind always expires.
+    expires_at: Mapped[dt.datetime | None]
     revoked_at: Mapped[dt.datetime | None]
+    last_used_at: Mapped[dt.datetime | None]
 
     user: Mapped[User] = relationship(lazy="joined", innerjoin=True)
+
+
+WORKSPACE_ROLES = ("viewer", "editor", "admin")
+DEFAULT_WORKSPACE_ID = 1
+DEFAULT_PROJECT_ID = 1
+
+
+class Workspace(Base):
+    """A team's space: its members' roles decide who sees and changes what is inside."""
+
+    __tablename__ = "workspaces"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    archived: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+
+
+class Project(Base):
+    """A folder of experiments and models inside a workspace."""
+
+    __tablename__ = "projects"
+    __table_args__ = (UniqueConstraint("workspace_id", "name", name="uq_projects_workspace_id_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id"), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    description: Mapped[str] = mapped_column(Text, default="", server_default="")
+    archived: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+
+
+class WorkspaceMember(Base):
+    """A user's role in one workspace: viewer reads, editor also creates and changes their own
+    objects, admin changes everything inside and manages members."""
+
+    __tablename__ = "workspace_members"
+    __table_args__ = (CheckConstraint("role IN ('viewer', 'editor', 'admin')", name="role_valid"),)
+
+    workspace_id: Mapped[int] = mapped_column(
+        ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True)
+    role: Mapped[str] = mapped_column(String(16))
+
+
+class AuditEvent(Base):
+    """Who did what, kept apart from the objects so deleting one keeps its history."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_at", "at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+    user_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    username: Mapped[str] = mapped_column(String(128), default="", server_default="")
+    credential: Mapped[str] = mapped_column(String(16), default="", server_default="")
+    address: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    target_type: Mapped[str] = mapped_column(String(32), default="", server_default="")
+    target_id: Mapped[str] = mapped_column(String(128), default="", server_default="")
+    outcome: Mapped[str] = mapped_column(String(16), default="ok", server_default="ok")
+    details: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default=text("'{}'::jsonb"))
 
 
 class Context(Base):
@@ -133,6 +204,9 @@ class Experiment(Base):
     config: Mapped[dict[str, Any]]
     original_config: Mapped[str] = mapped_column(Text)
     owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    project_id: Mapped[int] = mapped_column(
+        ForeignKey("projects.id"), index=True, default=DEFAULT_PROJECT_ID, server_default=str(DEFAULT_PROJECT_ID)
+    )
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("experiments.id", ondelete="SET NULL"))
     context_sha256: Mapped[str | None] = mapped_column(ForeignKey("contexts.sha256"), index=True)
     searcher_state: Mapped[dict[str, Any] | None]
@@ -400,6 +474,9 @@ class Model(Base):
         "metadata", JSONB, default=dict, server_default=text("'{}'::jsonb")
     )
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    project_id: Mapped[int] = mapped_column(
+        ForeignKey("projects.id"), index=True, default=DEFAULT_PROJECT_ID, server_default=str(DEFAULT_PROJECT_ID)
+    )
     created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[dt.datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
 

@@ -42,11 +42,8 @@ def agent_actions(session: Session, agent_id: str) -> list[dict[str, Any]]:
         if allocation.state == "ASSIGNED" and not allocation.delivered:
             owner = session.get(User, experiment.owner_id)
             assert owner is not None
-            secret = users_service.issue_token(session, owner, ALLOCATION_TOKEN_TTL_HOURS, kind="allocation")
-            session.execute(
-                update(Token)
-                .where(Token.token_hash == users_service.hash_token(secret))
-                .values(allocation_id=allocation.id)
+            secret = users_service.issue_token(
+                session, owner, ALLOCATION_TOKEN_TTL_HOURS, kind="allocation", allocation_id=allocation.id
             )
             slots = allocation_slots(session, allocation.id)
             actions.append(

@@ -28,8 +28,9 @@ class SlotReport:
     memory_mb: int = 0
 
 
-def create_agent_token(session: Session, admin: User) -> str:
-    return users_service.issue_token(session, admin, AGENT_TOKEN_TTL_HOURS, kind="agent")
+def create_agent_token(session: Session, admin: User, agent_id: str) -> str:
+    """A credential good for exactly one agent id: it cannot register or act as any other."""
+    return users_service.issue_token(session, admin, AGENT_TOKEN_TTL_HOURS, kind="agent", agent_id=agent_id)
 
 
 def register_agent(

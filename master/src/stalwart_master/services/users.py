@@ -82,14 +82,27 @@ def login(session: Session, username: str, password: str, ttl_hours: int) -> Iss
     return IssuedToken(secret=issue_token(session, user, ttl_hours), user=user)
 
 
-def issue_token(session: Session, user: User, ttl_hours: int, kind: str = "user") -> str:
+def issue_token(
+    session: Session,
+    user: User,
+    ttl_hours: float | None,
+    kind: str = "user",
+    *,
+    agent_id: str | None = None,
+    allocation_id: object = None,
+    description: str = "",
+) -> str:
+    """Mint a token; the secret is returned once and only its hash is kept."""
     secret = secrets.token_urlsafe(32)
     session.add(
         Token(
             user_id=user.id,
             token_hash=hash_token(secret),
             kind=kind,
-            expires_at=utcnow() + dt.timedelta(hours=ttl_hours),
+            agent_id=agent_id,
+            allocation_id=allocation_id,
+            description=description,
+            expires_at=None if ttl_hours is None else utcnow() + dt.timedelta(hours=ttl_hours),
         )
     )
     session.flush()
@@ -99,7 +112,12 @@ def issue_token(session: Session, user: User, ttl_hours: int, kind: str = "user"
 def authenticate(session: Session, secret: str) -> Token:
     """The live token for ``secret``; unknown, expired and revoked ones are all plain 401s."""
     token = session.scalar(select(Token).where(Token.token_hash == hash_token(secret)))
-    if token is None or token.revoked_at is not None or token.expires_at <= utcnow() or not token.user.active:
+    if (
+        token is None
+        or token.revoked_at is not None
+        or (token.expires_at is not None and token.expires_at <= utcnow())
+        or not token.user.active
+    ):
         raise Unauthorized("invalid, expired or revoked token")
     return token
 
