@@ -54,6 +54,21 @@ CREATE TABLE allocations (
     CONSTRAINT pk_allocations PRIMARY KEY (id)
 );
 
+CREATE TABLE audit_events (
+    id bigint NOT NULL DEFAULT nextval('audit_events_id_seq'::regclass),
+    at timestamp with time zone NOT NULL DEFAULT now(),
+    user_id integer,
+    username character varying(128) NOT NULL DEFAULT ''::character varying,
+    credential character varying(16) NOT NULL DEFAULT ''::character varying,
+    address character varying(64) NOT NULL DEFAULT ''::character varying,
+    action character varying(64) NOT NULL,
+    target_type character varying(32) NOT NULL DEFAULT ''::character varying,
+    target_id character varying(128) NOT NULL DEFAULT ''::character varying,
+    outcome character varying(16) NOT NULL DEFAULT 'ok'::character varying,
+    details jsonb NOT NULL DEFAULT '{}'::jsonb,
+    CONSTRAINT pk_audit_events PRIMARY KEY (id)
+);
+
 CREATE TABLE checkpoints (
     uuid uuid NOT NULL,
     trial_id integer NOT NULL,
@@ -105,10 +120,12 @@ CREATE TABLE experiments (
     created_at timestamp with time zone NOT NULL DEFAULT now(),
     updated_at timestamp with time zone NOT NULL DEFAULT now(),
     ended_at timestamp with time zone,
+    project_id integer NOT NULL DEFAULT 1,
     CONSTRAINT ck_experiments_state_valid CHECK (((state)::text = ANY ((ARRAY['ACTIVE'::character varying, 'PAUSED'::character varying, 'STOPPING_CANCELED'::character varying, 'STOPPING_KILLED'::character varying, 'STOPPING_COMPLETED'::character varying, 'STOPPING_ERROR'::character varying, 'COMPLETED'::character varying, 'CANCELED'::character varying, 'ERROR'::character varying, 'DELETING'::character varying, 'DELETE_FAILED'::character varying])::text[]))),
     CONSTRAINT fk_experiments_context_sha256_contexts FOREIGN KEY (context_sha256) REFERENCES contexts(sha256),
     CONSTRAINT fk_experiments_owner_id_users FOREIGN KEY (owner_id) REFERENCES users(id),
     CONSTRAINT fk_experiments_parent_id_experiments FOREIGN KEY (parent_id) REFERENCES experiments(id) ON DELETE SET NULL,
+    CONSTRAINT fk_experiments_project_id_projects FOREIGN KEY (project_id) REFERENCES projects(id),
     CONSTRAINT pk_experiments PRIMARY KEY (id)
 );
 
@@ -182,9 +199,25 @@ CREATE TABLE models (
     user_id integer NOT NULL,
     created_at timestamp with time zone NOT NULL DEFAULT now(),
     updated_at timestamp with time zone NOT NULL DEFAULT now(),
+    project_id integer NOT NULL DEFAULT 1,
+    CONSTRAINT fk_models_project_id_projects FOREIGN KEY (project_id) REFERENCES projects(id),
     CONSTRAINT fk_models_user_id_users FOREIGN KEY (user_id) REFERENCES users(id),
     CONSTRAINT pk_models PRIMARY KEY (id),
     CONSTRAINT uq_models_name UNIQUE (name)
+);
+
+CREATE TABLE projects (
+    id integer NOT NULL DEFAULT nextval('projects_id_seq'::regclass),
+    workspace_id integer NOT NULL,
+    name character varying(128) NOT NULL,
+    description text NOT NULL DEFAULT ''::text,
+    archived boolean NOT NULL DEFAULT false,
+    user_id integer,
+    created_at timestamp with time zone NOT NULL DEFAULT now(),
+    CONSTRAINT fk_projects_user_id_users FOREIGN KEY (user_id) REFERENCES users(id) ON DELETE SET NULL,
+    CONSTRAINT fk_projects_workspace_id_workspaces FOREIGN KEY (workspace_id) REFERENCES workspaces(id),
+    CONSTRAINT pk_projects PRIMARY KEY (id),
+    CONSTRAINT uq_projects_workspace_id_name UNIQUE (workspace_id, name)
 );
 
 CREATE TABLE slots (
@@ -207,9 +240,12 @@ CREATE TABLE tokens (
     token_hash character varying(64) NOT NULL,
     kind character varying(16) NOT NULL DEFAULT 'user'::character varying,
     created_at timestamp with time zone NOT NULL DEFAULT now(),
-    expires_at timestamp with time zone NOT NULL,
+    expires_at timestamp with time zone,
     revoked_at timestamp with time zone,
     allocation_id uuid,
+    agent_id character varying(128),
+    description text NOT NULL DEFAULT ''::text,
+    last_used_at timestamp with time zone,
     CONSTRAINT fk_tokens_allocation_id_allocations FOREIGN KEY (allocation_id) REFERENCES allocations(id) ON DELETE CASCADE,
     CONSTRAINT fk_tokens_user_id_users FOREIGN KEY (user_id) REFERENCES users(id) ON DELETE CASCADE,
     CONSTRAINT pk_tokens PRIMARY KEY (id),
@@ -264,6 +300,27 @@ CREATE TABLE users (
     CONSTRAINT uq_users_username UNIQUE (username)
 );
 
+CREATE TABLE workspace_members (
+    workspace_id integer NOT NULL,
+    user_id integer NOT NULL,
+    role character varying(16) NOT NULL,
+    CONSTRAINT ck_workspace_members_ck_workspace_members_role_valid CHECK (((role)::text = ANY ((ARRAY['viewer'::character varying, 'editor'::character varying, 'admin'::character varying])::text[]))),
+    CONSTRAINT fk_workspace_members_user_id_users FOREIGN KEY (user_id) REFERENCES users(id) ON DELETE CASCADE,
+    CONSTRAINT fk_workspace_members_workspace_id_workspaces FOREIGN KEY (workspace_id) REFERENCES workspaces(id) ON DELETE CASCADE,
+    CONSTRAINT pk_workspace_members PRIMARY KEY (workspace_id, user_id)
+);
+
+CREATE TABLE workspaces (
+    id integer NOT NULL DEFAULT nextval('workspaces_id_seq'::regclass),
+    name character varying(128) NOT NULL,
+    archived boolean NOT NULL DEFAULT false,
+    user_id integer,
+    created_at timestamp with time zone NOT NULL DEFAULT now(),
+    CONSTRAINT fk_workspaces_user_id_users FOREIGN KEY (user_id) REFERENCES users(id) ON DELETE SET NULL,
+    CONSTRAINT pk_workspaces PRIMARY KEY (id),
+    CONSTRAINT uq_workspaces_name UNIQUE (name)
+);
+
 CREATE UNIQUE INDEX pk_agents ON agents USING btree (id);
 CREATE UNIQUE INDEX alembic_version_pkc ON alembic_version USING btree (version_num);
 CREATE UNIQUE INDEX pk_allocation_slots ON allocation_slots USING btree (allocation_id, slot_id);
@@ -272,6 +329,10 @@ CREATE INDEX ix_allocations_agent_id ON allocations USING btree (agent_id);
 CREATE INDEX ix_allocations_state ON allocations USING btree (state);
 CREATE INDEX ix_allocations_trial_id ON allocations USING btree (trial_id);
 CREATE UNIQUE INDEX pk_allocations ON allocations USING btree (id);
+CREATE INDEX ix_audit_events_action ON audit_events USING btree (action);
+CREATE INDEX ix_audit_events_at ON audit_events USING btree (at);
+CREATE INDEX ix_audit_events_user_id ON audit_events USING btree (user_id);
+CREATE UNIQUE INDEX pk_audit_events ON audit_events USING btree (id);
 CREATE INDEX ix_checkpoints_trial_id_steps_completed ON checkpoints USING btree (trial_id, steps_completed);
 CREATE UNIQUE INDEX pk_checkpoints ON checkpoints USING btree (uuid);
 CREATE UNIQUE INDEX pk_cluster ON cluster USING btree (id);
@@ -279,6 +340,7 @@ CREATE UNIQUE INDEX pk_contexts ON contexts USING btree (sha256);
 CREATE INDEX ix_experiments_context_sha256 ON experiments USING btree (context_sha256);
 CREATE INDEX ix_experiments_labels ON experiments USING gin (labels);
 CREATE INDEX ix_experiments_owner_id ON experiments USING btree (owner_id);
+CREATE INDEX ix_experiments_project_id ON experiments USING btree (project_id);
 CREATE INDEX ix_experiments_state ON experiments USING btree (state);
 CREATE UNIQUE INDEX pk_experiments ON experiments USING btree (id);
 CREATE INDEX ix_gc_requests_experiment_id ON gc_requests USING btree (experiment_id);
@@ -295,12 +357,17 @@ CREATE INDEX ix_model_versions_checkpoint_uuid ON model_versions USING btree (ch
 CREATE INDEX ix_model_versions_user_id ON model_versions USING btree (user_id);
 CREATE UNIQUE INDEX pk_model_versions ON model_versions USING btree (id);
 CREATE UNIQUE INDEX uq_model_versions_model_id_version ON model_versions USING btree (model_id, version);
+CREATE INDEX ix_models_project_id ON models USING btree (project_id);
 CREATE INDEX ix_models_user_id ON models USING btree (user_id);
 CREATE UNIQUE INDEX pk_models ON models USING btree (id);
 CREATE UNIQUE INDEX uq_models_name ON models USING btree (name);
+CREATE INDEX ix_projects_workspace_id ON projects USING btree (workspace_id);
+CREATE UNIQUE INDEX pk_projects ON projects USING btree (id);
+CREATE UNIQUE INDEX uq_projects_workspace_id_name ON projects USING btree (workspace_id, name);
 CREATE INDEX ix_slots_agent_id ON slots USING btree (agent_id);
 CREATE UNIQUE INDEX pk_slots ON slots USING btree (id);
 CREATE UNIQUE INDEX uq_slots_agent_id_index ON slots USING btree (agent_id, index);
+CREATE INDEX ix_tokens_agent_id ON tokens USING btree (agent_id);
 CREATE INDEX ix_tokens_allocation_id ON tokens USING btree (allocation_id);
 CREATE INDEX ix_tokens_user_id ON tokens USING btree (user_id);
 CREATE UNIQUE INDEX pk_tokens ON tokens USING btree (id);
@@ -314,3 +381,7 @@ CREATE UNIQUE INDEX pk_trials ON trials USING btree (id);
 CREATE UNIQUE INDEX uq_trials_experiment_id_request_id ON trials USING btree (experiment_id, request_id);
 CREATE UNIQUE INDEX pk_users ON users USING btree (id);
 CREATE UNIQUE INDEX uq_users_username ON users USING btree (username);
+CREATE INDEX ix_workspace_members_user_id ON workspace_members USING btree (user_id);
+CREATE UNIQUE INDEX pk_workspace_members ON workspace_members USING btree (workspace_id, user_id);
+CREATE UNIQUE INDEX pk_workspaces ON workspaces USING btree (id);
+CREATE UNIQUE INDEX uq_workspaces_name ON workspaces USING btree (name);

@@ -6,10 +6,11 @@ import contextlib
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,19 +96,31 @@ def agent_argv(master: str, token: str, agent_id: str, slots: int, pool: str, wo
     ]
 
 
-def start_master(port: int, data_dir: Path, env: dict[str, str] | None = None) -> ManagedProcess:
+def start_master(
+    port: int,
+    data_dir: Path,
+    env: dict[str, str] | None = None,
+    *,
+    extra_args: Sequence[str] = (),
+    https_ca: Path | None = None,
+) -> ManagedProcess:
+    """``stalwart-master serve`` on ``port``; with ``https_ca``, it serves HTTPS (give ``--tls-cert``
+    and ``--tls-key`` in ``extra_args``) and its health is checked against that CA."""
     data_dir.mkdir(parents=True, exist_ok=True)
     managed = spawn(
-        [sys.executable, "-m", "stalwart_master", "serve", "--port", str(port)],
+        [sys.executable, "-m", "stalwart_master", "serve", "--port", str(port), *extra_args],
         data_dir / "master.log",
         {"STALWART_DATA_DIR": str(data_dir), **(env or {})},
     )
+    scheme = "https" if https_ca else "http"
+    verify = ssl.create_default_context(cafile=https_ca) if https_ca else True
 
     def healthy() -> bool:
         if not managed.alive():
             raise RuntimeError(f"master exited with {managed.process.returncode}:\n{managed.log_tail()}")
         try:
-            return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
+            response = httpx.get(f"{scheme}://127.0.0.1:{port}/health", timeout=1, verify=verify)
+            return response.status_code == 200
         except httpx.HTTPError:
             return False
 

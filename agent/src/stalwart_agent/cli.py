@@ -17,9 +17,12 @@ from typing import Annotated
 
 import typer
 
+from stalwart.client._http import CA_CERT_ENV, tls_verify
+from stalwart.client.errors import StalwartError
 from stalwart_agent import __version__
 from stalwart_agent.daemon import Agent, AgentConfig, default_agent_id
 from stalwart_agent.errors import AgentError
+from stalwart_agent.launcher import resolve_trial_user
 from stalwart_agent.slots import discover_slots, parse_visible_gpus
 
 log = logging.getLogger("stalwart_agent")
@@ -62,6 +65,16 @@ def run(
             show_envvar=True,
         ),
     ],
+    ca_cert: Annotated[
+        Path | None,
+        typer.Option(
+            "--ca-cert",
+            envvar=CA_CERT_ENV,
+            show_envvar=True,
+            help="PEM CA bundle to verify an https:// master with, e.g. a private CA's (default: the "
+            "usual public CAs); also passed to the trials.",
+        ),
+    ] = None,
     agent_id: Annotated[
         str | None, typer.Option("--agent-id", help="Name of this agent (default: the hostname).")
     ] = None,
@@ -106,6 +119,16 @@ def run(
             help="Longest wait between two tries to reach the master (exponential backoff with jitter).",
         ),
     ] = 10.0,
+    trial_user: Annotated[
+        str | None,
+        typer.Option(
+            "--trial-user",
+            envvar="STALWART_AGENT_TRIAL_USER",
+            show_envvar=True,
+            help="Run trials as this user (name or uid; needs the agent to run as root), so trial code "
+            "cannot read the agent's token or files. Default: the agent's own user.",
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")] = "info",
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
@@ -123,11 +146,14 @@ def run(
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
     if not token.strip():
         raise AgentError("--token (or STALWART_AGENT_TOKEN) is empty")
+    if ca_cert is not None:
+        _trust_ca(ca_cert, master)
     agent_id = agent_id or default_agent_id()
     if not _AGENT_ID.fullmatch(agent_id):
         raise AgentError(
             f"agent id {agent_id!r} must be 1-128 letters, digits, '.', '_' or '-' (set --agent-id)"
         )
+    run_as = resolve_trial_user(trial_user)
     slots = discover_slots(
         slot_type.value,
         parse_visible_gpus(visible_gpus),
@@ -154,8 +180,22 @@ def run(
         shutdown_grace=shutdown_grace,
         drain_timeout=drain_timeout,
         backoff_cap=max_retry_delay,
+        trial_user=run_as,
     )
     Agent(config).run()
+
+
+def _trust_ca(ca_cert: Path, master: str) -> None:
+    """Check the CA bundle now and publish it as ``$STALWART_CA_CERT``: the agent's own HTTP client
+    reads it there, and the launcher hands it to every trial, which talks to the same master."""
+    path = ca_cert.expanduser().resolve()  # trials run in another working directory
+    try:
+        tls_verify(path)
+    except StalwartError as exc:
+        raise AgentError(f"--ca-cert: {exc}") from None
+    if not master.startswith("https://"):
+        log.warning("--ca-cert %s is not used: the master URL %s is not https://", path, master)
+    os.environ[CA_CERT_ENV] = str(path)
 
 
 def main() -> None:

@@ -32,7 +32,14 @@ import httpx
 
 from stalwart.client.errors import APIError, MasterUnreachable, NotFoundError, UnauthorizedError
 from stalwart_agent.errors import AgentError, RegistrationRefused
-from stalwart_agent.launcher import RUNNER_COMMAND, LaunchError, TrialProcess, launch_trial, recover
+from stalwart_agent.launcher import (
+    RUNNER_COMMAND,
+    LaunchError,
+    TrialProcess,
+    TrialUser,
+    launch_trial,
+    recover,
+)
 from stalwart_agent.logs import LogLine, LogTail, rfc3339_now
 from stalwart_agent.master import (
     Backoff,
@@ -74,6 +81,8 @@ class AgentConfig:
     backoff_cap: float = 10.0
     # Overridden only by tests, to stand in a small script for the trial runner.
     runner_command: Sequence[str] = RUNNER_COMMAND
+    # Who trials run as, when not the agent's own user (``--trial-user``).
+    trial_user: TrialUser | None = None
 
 
 class _Interrupted(BaseException):
@@ -85,11 +94,13 @@ def _is_retryable(exc: APIError) -> bool:
 
 
 @contextlib.contextmanager
-def _work_dir_lock(work_dir: Path) -> Iterator[None]:
+def _work_dir_lock(work_dir: Path, mode: int) -> Iterator[None]:
     """One agent per work directory: two would adopt the same trials. The kernel drops the lock
-    when its holder dies, however it dies."""
+    when its holder dies, however it dies. ``mode``: the agent's alone (0700), or passable (0711)
+    for a trial user to reach its scratch directory (launcher.py)."""
     try:
-        work_dir.mkdir(parents=True, exist_ok=True)
+        work_dir.mkdir(parents=True, exist_ok=True, mode=mode)
+        work_dir.chmod(mode)
         fd = os.open(work_dir / "agent.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError as exc:
         raise AgentError(f"cannot use the work directory {work_dir}: {exc}") from exc
@@ -145,7 +156,7 @@ class Agent:
         Raises ``RegistrationRefused`` when the master rejects the first registration of an agent
         with nothing to look after, and ``AgentError`` when another agent uses the work directory.
         """
-        with _work_dir_lock(self.config.work_dir):
+        with _work_dir_lock(self.config.work_dir, 0o711 if self.config.trial_user else 0o700):
             restore = self._install_signal_handlers()
             try:
                 self._adopt()
@@ -481,6 +492,7 @@ class Agent:
                 slots=self._slots_by_uuid,
                 work_root=self.config.work_dir,
                 command=self.config.runner_command,
+                trial_user=self.config.trial_user,
             )
         except LaunchError as exc:
             log.error("allocation %s: %s", allocation_id, exc)

@@ -12,6 +12,13 @@ its exit code to ``$STALWART_EXIT_FILE``. Each allocation's directory,
     logs.json      how far the log shipper got (see logs.py)
     scratch/       the runner's working directory
 
+With a trial user (``--trial-user``, for an agent running as root) the runner runs as that user,
+so trial code cannot read the agent's token or anything else of root's. The user owns only
+``scratch/`` (0700; also its ``$HOME``, and where it writes ``exit``); the allocation directory
+and the work directory above it are root's, 0711: the user may pass through to its scratch
+directory but can neither list nor change what the agent reads back (``state.json`` names the
+pids a restarted agent will signal, the logs are shipped as the trial's output).
+
 A restarted agent reads every ``state.json`` and adopts the runners still alive (``recover``); the
 pid is trusted only if the process's start time (``/proc/<pid>/stat``) matches the recorded one, so
 a reused pid is never mistaken for the trial. SIGTERM goes to the runner's group, SIGKILL to every
@@ -25,8 +32,10 @@ import datetime as dt
 import json
 import logging
 import os
+import pwd
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -38,6 +47,8 @@ from typing import Any
 
 import psutil
 
+from stalwart.client._http import CA_CERT_ENV
+from stalwart_agent.errors import AgentError
 from stalwart_agent.master import StartAction
 from stalwart_agent.slots import Slot
 
@@ -53,6 +64,69 @@ class LaunchError(Exception):
     """The trial runner could not be started; the allocation ends at once with this reason."""
 
 
+@dataclass(frozen=True)
+class TrialUser:
+    """Who trial runners run as instead of the agent (root): its ids and its groups (initgroups)."""
+
+    name: str
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+
+
+def resolve_trial_user(name: str | None, runner_command: Sequence[str] = RUNNER_COMMAND) -> TrialUser | None:
+    """``--trial-user`` checked at start; None when trials run as the agent's own user.
+
+    Refused: an unknown user, a user other than our own when we are not root, and one that cannot
+    run the trial runner (its Python installed where only root may enter, say), all before the
+    agent registers rather than on every trial. Root without a trial user is allowed, loudly.
+    """
+    if name is None:
+        if os.geteuid() == 0:
+            log.warning(
+                "the agent runs as root and so will every trial: trial code can read this agent's "
+                "token and every file on this machine; run trials as an unprivileged user with "
+                "--trial-user USER (STALWART_AGENT_TRIAL_USER)"
+            )
+        return None
+    try:
+        entry = pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)
+    except KeyError:
+        raise AgentError(f"--trial-user {name}: no such user") from None
+    if entry.pw_uid == os.geteuid():
+        return None
+    if os.geteuid() != 0:
+        raise AgentError(f"--trial-user {name}: only an agent running as root can run trials as another user")
+    user = TrialUser(
+        entry.pw_name, entry.pw_uid, entry.pw_gid, tuple(os.getgrouplist(entry.pw_name, entry.pw_gid))
+    )
+    if tuple(runner_command) == RUNNER_COMMAND:
+        _check_runner_runs_as(user)
+    return user
+
+
+def _check_runner_runs_as(user: TrialUser) -> None:
+    argv = [RUNNER_COMMAND[0], "-c", "import stalwart.exec.run"]
+    try:
+        result = subprocess.run(
+            argv,
+            user=user.uid,
+            group=user.gid,
+            extra_groups=list(user.groups),
+            cwd="/",
+            env={"PATH": os.defpath, "HOME": "/"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise AgentError(f"--trial-user {user.name} cannot run {argv[0]}: {exc}") from None
+    if result.returncode != 0:
+        reason = (result.stderr.strip().splitlines() or [f"exit code {result.returncode}"])[-1]
+        raise AgentError(f"--trial-user {user.name} cannot run the trial runner with {argv[0]}: {reason}")
+
+
 def trial_env(
     base_env: Mapping[str, str],
     *,
@@ -66,6 +140,8 @@ def trial_env(
     env["STALWART_MASTER"] = master_url
     env["STALWART_ALLOCATION_ID"] = action.allocation_id
     env["STALWART_ALLOCATION_TOKEN"] = action.allocation_token
+    if base_env.get(CA_CERT_ENV):  # the trial verifies the master's certificate as the agent does
+        env[CA_CERT_ENV] = base_env[CA_CERT_ENV]
     if action.trial_id is not None:
         env["STALWART_TRIAL_ID"] = str(action.trial_id)
     if action.experiment_id is not None:
@@ -110,11 +186,18 @@ class AllocationDir:
     def scratch(self) -> Path:
         return self.root / "scratch"
 
+    @property
+    def trial_user_exit_file(self) -> Path:
+        """Where a runner running as a trial user writes its exit code: in the one place it may."""
+        return self.scratch / "exit"
+
     def read_exit_code(self) -> int | None:
-        try:
-            return int(self.exit_file.read_text().strip())
-        except (OSError, ValueError):
-            return None
+        """The exit code the agent recorded, else the one the runner wrote, else None."""
+        for path in (self.exit_file, self.trial_user_exit_file):
+            code = _read_small_int(path)
+            if code is not None:
+                return code
+        return None
 
     def write_exit_code(self, code: int) -> None:
         write_atomically(self.exit_file, f"{code}\n")
@@ -125,6 +208,28 @@ def write_atomically(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def _read_small_int(path: Path) -> int | None:
+    """An integer from a file that trial code may have replaced: never follow a link or block on a
+    FIFO, and read a regular file's first bytes only."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return int(os.read(fd, 32).decode("ascii").strip())
+    except (OSError, ValueError):
+        return None
+    finally:
+        os.close(fd)
+
+
+def _open_private(path: Path) -> int:
+    """Append to ``path``, readable by the agent alone (a trial's output is no one else's business)."""
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
 
 
 def allocations_root(work_dir: Path) -> Path:
@@ -343,6 +448,16 @@ def _safe(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)[:128] or "allocation"
 
 
+def _make_allocation_dir(directory: AllocationDir, trial_user: TrialUser | None) -> None:
+    directory.scratch.mkdir(parents=True)
+    if trial_user is not None:
+        # Passable but root's (see the module docstring); the scratch directory alone is the user's.
+        directory.root.parent.chmod(0o711)
+        directory.root.chmod(0o711)
+        os.chown(directory.scratch, trial_user.uid, trial_user.gid)
+        directory.scratch.chmod(0o700)
+
+
 def launch_trial(
     action: StartAction,
     *,
@@ -351,22 +466,27 @@ def launch_trial(
     work_root: Path,
     command: Sequence[str] = RUNNER_COMMAND,
     base_env: Mapping[str, str] | None = None,
+    trial_user: TrialUser | None = None,
 ) -> TrialProcess:
     """Start the trial runner for ``action`` in a fresh allocation directory; raises ``LaunchError``.
 
-    ``command`` is overridden only by tests.
+    With ``trial_user`` the runner runs as that user (setgid, initgroups, setuid). ``command`` is
+    overridden only by tests.
     """
     env = trial_env(
         base_env if base_env is not None else os.environ, master_url=master_url, action=action, slots=slots
     )
     directory = AllocationDir(allocations_root(work_root) / _safe(action.allocation_id))
-    env["STALWART_EXIT_FILE"] = str(directory.exit_file)
+    env["STALWART_EXIT_FILE"] = str(directory.trial_user_exit_file if trial_user else directory.exit_file)
+    if trial_user is not None:
+        # The agent's home is neither writable for the trial user nor any of its business.
+        env.update(HOME=str(directory.scratch), USER=trial_user.name, LOGNAME=trial_user.name)
     try:
         if directory.root.exists():  # left over from an earlier start of this allocation
             shutil.rmtree(directory.root)
-        directory.scratch.mkdir(parents=True)
-        stdout = directory.stdout.open("ab")
-        stderr = directory.stderr.open("ab")
+        _make_allocation_dir(directory, trial_user)
+        stdout = os.fdopen(_open_private(directory.stdout), "ab")
+        stderr = os.fdopen(_open_private(directory.stderr), "ab")
     except OSError as exc:
         shutil.rmtree(directory.root, ignore_errors=True)
         raise LaunchError(f"cannot create the allocation directory {directory.root}: {exc}") from exc
@@ -381,6 +501,9 @@ def launch_trial(
             stdout=stdout,
             stderr=stderr,
             start_new_session=True,
+            user=trial_user.uid if trial_user else None,
+            group=trial_user.gid if trial_user else None,
+            extra_groups=list(trial_user.groups) if trial_user else None,
         )
     except (OSError, subprocess.SubprocessError) as exc:
         shutil.rmtree(directory.root, ignore_errors=True)
@@ -409,10 +532,11 @@ def launch_trial(
         trial.cleanup()
         raise LaunchError(f"cannot record the trial runner in {directory.state}: {exc}") from exc
     log.info(
-        "allocation %s: started trial runner pid %d in %s (CUDA_VISIBLE_DEVICES=%r)",
+        "allocation %s: started trial runner pid %d in %s as %s (CUDA_VISIBLE_DEVICES=%r)",
         action.allocation_id,
         process.pid,
         directory.root,
+        trial_user.name if trial_user else "the agent's user",
         env["CUDA_VISIBLE_DEVICES"],
     )
     return trial

@@ -17,6 +17,7 @@ from stalwart_master import __version__
 from stalwart_master.api import (
     agents,
     allocations,
+    audit,
     auth,
     contexts,
     experiments,
@@ -27,7 +28,9 @@ from stalwart_master.api import (
     openapi,
     problems,
     trials,
+    workspaces,
 )
+from stalwart_master.api.deps import public_routes
 from stalwart_master.db.migrate import upgrade
 from stalwart_master.db.orm import Cluster
 from stalwart_master.db.session import get_engine
@@ -40,14 +43,14 @@ from stalwart_master.settings import Settings, get_settings
 log = logging.getLogger(__name__)
 
 ADMIN_PASSWORD_FILE = "admin-password"
-# The routes anyone may call without a token; everything else requires one.
-PUBLIC_ROUTES = {("POST", "/api/v1/auth/login"), ("GET", "/health"), ("GET", "/api/v1/master")}
 
 
 def _write_secret(path: Path, value: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    """Readable by this user alone, also when an older file with looser bits was there."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as handle:
+        os.fchmod(handle.fileno(), 0o600)
         handle.write(value + "\n")
 
 
@@ -60,8 +63,9 @@ def bootstrap(sessions: sessionmaker[Session], settings: Settings) -> None:
     if password is not None and settings.auth.admin_password is None:
         path = settings.data_dir / ADMIN_PASSWORD_FILE
         _write_secret(path, password)
-        # Shown once, on the start that created it; afterwards only the 0600 file has it.
-        log.warning("created user 'admin' with password %s (also saved to %s)", password, path)
+        # Never the password itself: logs are kept, shipped and read by others. The 0600 file is its
+        # one copy (`stalwart deploy local up` shows it once, on the start that created it).
+        log.warning("created user 'admin'; its generated password is in %s (mode 0600)", path)
 
 
 def create_app(settings: Settings | None = None, *, migrate: bool = True) -> FastAPI:
@@ -110,7 +114,19 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     metrics.install(app)
     for module in (master, auth):
         app.include_router(module.public)
-    for module in (master, auth, contexts, experiments, trials, agents, allocations, models, lineage):
+    for module in (
+        master,
+        auth,
+        contexts,
+        experiments,
+        trials,
+        agents,
+        allocations,
+        models,
+        lineage,
+        workspaces,
+        audit,
+    ):
         app.include_router(module.router)
-    openapi.install(app, PUBLIC_ROUTES)
+    openapi.install(app, public_routes(app.routes))
     return app

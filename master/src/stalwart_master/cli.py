@@ -22,17 +22,45 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to bind")] = 8080,
     migrate: Annotated[bool, typer.Option(help="Apply migrations at start")] = True,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(
+            "--tls-cert",
+            help="PEM certificate (chain) to serve HTTPS with; needs --tls-key [env STALWART_TLS_CERT]",
+        ),
+    ] = None,
+    tls_key: Annotated[
+        Path | None,
+        typer.Option("--tls-key", help="PEM private key of --tls-cert, unencrypted [env STALWART_TLS_KEY]"),
+    ] = None,
 ) -> None:
-    """Run the master (migrates the database first)."""
-    import uvicorn
-
-    from stalwart_master.app import create_app
+    """Run the master (migrates the database first); HTTPS when given a certificate and key."""
     from stalwart_master.settings import get_settings
 
     settings = get_settings()
+    # The options win over STALWART_TLS_CERT / STALWART_TLS_KEY, each on its own.
+    tls = settings.tls.model_copy(
+        update={"cert": tls_cert or settings.tls.cert, "key": tls_key or settings.tls.key}
+    )
+    try:
+        tls.check()
+    except ValueError as exc:
+        typer.echo(f"Error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    settings = settings.model_copy(update={"tls": tls})
+
+    import uvicorn
+
+    from stalwart_master.app import create_app
+
     _logging(settings.log_level)
     uvicorn.run(
-        create_app(settings, migrate=migrate), host=host, port=port, log_level=settings.log_level.lower()
+        create_app(settings, migrate=migrate),
+        host=host,
+        port=port,
+        log_level=settings.log_level.lower(),
+        ssl_certfile=settings.tls.cert,
+        ssl_keyfile=settings.tls.key,
     )
 
 

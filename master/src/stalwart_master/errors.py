@@ -101,6 +101,18 @@ class PayloadTooLarge(DomainError):
     title = "Payload too large"
 
 
+class TooManyRequests(DomainError):
+    """Throttled (e.g. repeated failed logins); ``retry_after`` seconds go out as ``Retry-After``."""
+
+    status = 429
+    slug = "too-many-requests"
+    title = "Too many requests"
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = max(1, retry_after)
+
+
 class ServiceUnavailable(DomainError):
     status = 503
     slug = "service-unavailable"

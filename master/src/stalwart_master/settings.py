@@ -79,15 +79,95 @@ class LoginSettings(BaseSettings):
 
 
 class StorageSettings(BaseSettings):
-    """Checkpoint storage the master resolves itself (``STALWART_STORAGE_*``). Owned by the storage rules."""
+    """Checkpoint storage the master resolves itself (``STALWART_STORAGE_*``, JSON values).
+
+    ``named``: storages an experiment picks with ``checkpoint_storage: {name: team-s3}``. Their
+    credentials stay here, out of experiment configs, and go only to the runs of experiments that
+    name them, e.g. STALWART_STORAGE_NAMED='{"team-s3": {"type": "s3", "bucket": "ckpt", ...}}'.
+    ``endpoint_allowlist``: S3 endpoints (``scheme://host[:port]``) an experiment config may name;
+    the master and its workers contact no other. No ``endpoint_url`` means AWS itself, always allowed.
+    ``shared_fs_roots``: directories an experiment's ``host_path`` (or a ``directory`` storage's
+    ``container_path``) must lie in; the data dir's ``checkpoints`` is always one.
+    Storages the operator wrote (named ones, STALWART_EXPERIMENT_DEFAULTS) are allowed as written.
+    """
 
     model_config = SettingsConfigDict(env_prefix="STALWART_STORAGE_")
 
+    named: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    endpoint_allowlist: list[str] = Field(default_factory=list)
+    shared_fs_roots: list[Path] = Field(default_factory=list)
+
+    @field_validator("named")
+    @classmethod
+    def _named_storages_are_valid(cls, named: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """A misspelt named storage stops the master at start, not a trial at its first save."""
+        from stalwart_master.expconf.model import validate_named_storage
+
+        return {name: validate_named_storage(name, storage) for name, storage in named.items()}
+
+    @field_validator("endpoint_allowlist")
+    @classmethod
+    def _endpoints_are_urls(cls, endpoints: list[str]) -> list[str]:
+        for endpoint in endpoints:
+            if not endpoint.startswith(("http://", "https://")):
+                raise ValueError(f"{endpoint!r} is not an http:// or https:// URL")
+        return endpoints
+
+    @field_validator("shared_fs_roots")
+    @classmethod
+    def _roots_are_absolute(cls, roots: list[Path]) -> list[Path]:
+        for root in roots:
+            if not root.expanduser().is_absolute():
+                raise ValueError(f"{str(root)!r} is not an absolute path")
+        return [root.expanduser() for root in roots]
+
 
 class TLSSettings(BaseSettings):
-    """The master's own TLS (``STALWART_TLS_*``)."""
+    """The master's own TLS (``STALWART_TLS_*``): it serves HTTPS when both files are given."""
 
     model_config = SettingsConfigDict(env_prefix="STALWART_TLS_")
+
+    # PEM files; the certificate file may hold the whole chain, server certificate first.
+    cert: Path | None = None
+    key: Path | None = None
+    # Strict-Transport-Security max-age on HTTPS responses; 0 sends none (e.g. while trying a cert).
+    hsts_max_age_seconds: int = Field(default=365 * 24 * 3600, ge=0)
+
+    @property
+    def enabled(self) -> bool:
+        return self.cert is not None and self.key is not None
+
+    def check(self) -> None:
+        """Raise ``ValueError`` with one line saying why these files cannot serve TLS.
+
+        Checked before the server binds, so a typo in a path or a key of another certificate is
+        one line at start instead of uvicorn's traceback (or a prompt for a key password).
+        """
+        if self.cert is None and self.key is None:
+            return
+        if self.key is None:
+            raise ValueError("--tls-cert (STALWART_TLS_CERT) was given without --tls-key (STALWART_TLS_KEY)")
+        if self.cert is None:
+            raise ValueError("--tls-key (STALWART_TLS_KEY) was given without --tls-cert (STALWART_TLS_CERT)")
+        for what, path in (("certificate", self.cert), ("key", self.key)):
+            try:
+                path.read_bytes()
+            except OSError as exc:
+                raise ValueError(f"cannot read the TLS {what} {path}: {exc.strerror or exc}") from exc
+        import ssl
+
+        def refuse_password() -> str:
+            # An encrypted key must fail here with a message, not make OpenSSL prompt on a tty.
+            raise ValueError("the private key is encrypted")
+
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            context.load_cert_chain(self.cert, self.key, password=refuse_password)
+        except (ssl.SSLError, ValueError) as exc:
+            raise ValueError(
+                f"TLS certificate {self.cert} and key {self.key} do not load together "
+                f"(PEM, matching, key not encrypted): {exc}"
+            ) from exc
 
 
 class LimitSettings(BaseSettings):

@@ -15,6 +15,7 @@ Example::
 from stalwart.checkpoint._gc import SweepReport, delete_manifests, sweep_chunks
 from stalwart.checkpoint._manifest import DEFAULT_CHUNK_SIZE, FORMAT, read_manifest
 from stalwart.checkpoint._reader import export_safetensors, load_state, restore_directory, verify_checkpoint
+from stalwart.checkpoint._unpickle import UnsafeCheckpointError
 from stalwart.checkpoint._writer import CheckpointWriter
 from stalwart.checkpoint.storage import (
     StorageBackend,
@@ -33,6 +34,7 @@ __all__ = [
     "StorageNotFound",
     "StoredObject",
     "SweepReport",
+    "UnsafeCheckpointError",
     "delete_manifests",
     "export_safetensors",
     "load_state",

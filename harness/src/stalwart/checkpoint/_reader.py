@@ -2,17 +2,16 @@
 
 Every chunk is checked against its blake3 digest as it is read, so nothing built from a
 checkpoint ever used bytes other than those the save hashed; a mismatch raises
-:class:`CheckpointCorrupted` naming the file and the chunk.
+:class:`CheckpointCorrupted` naming the file and the chunk. Verified bytes are the author's
+bytes, not trusted ones: a saved state's skeleton is unpickled on an allowlist (``_unpickle``).
 """
 
 from __future__ import annotations
 
 import ctypes
-import io
 import json
 import logging
 import os
-import pickle
 import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -28,6 +27,7 @@ from stalwart.checkpoint._manifest import (
     digest_of,
     validate_manifest,
 )
+from stalwart.checkpoint._unpickle import _TrustedUnpickler, _Unpickler, check_allowed_globals
 from stalwart.checkpoint.fs import FilesystemStorage
 from stalwart.checkpoint.storage import StorageBackend, StorageError, StorageNotFound
 from stalwart.core._errors import CheckpointCorrupted, CheckpointError
@@ -174,119 +174,6 @@ def verify_checkpoint(storage: StorageBackend, manifest: dict[str, Any], *, thre
 
 # --- loading a saved state -------------------------------------------------------------------
 
-# Defence in depth for the skeleton pickle (see _Unpickler): modules and builtins that let a pickle
-# run commands, touch files or reach arbitrary attributes.
-_BLOCKED_MODULES = (
-    "os",
-    "posix",
-    "nt",
-    "subprocess",
-    "sys",
-    "shutil",
-    "importlib",
-    "runpy",
-    "code",
-    "codeop",
-    "pty",
-    "socket",
-    "ctypes",
-    "pickle",
-    "_pickle",
-    "marshal",
-    "multiprocessing",
-    "webbrowser",
-    "signal",
-    "io",
-    "_io",
-    "tempfile",
-    "pdb",
-    "bdb",
-    "inspect",
-    "asyncio",
-    "threading",
-    "_thread",
-    "operator",
-    "_operator",
-    "torch.serialization",
-    "torch.hub",
-    "torch.jit",
-    "torch.package",
-    "torch.utils",
-    "numpy.lib.npyio",
-    "numpy.testing",
-    "numpy.f2py",
-)
-_BLOCKED_NAMES = frozenset(
-    {
-        ("builtins", name)
-        for name in (
-            "eval",
-            "exec",
-            "compile",
-            "open",
-            "__import__",
-            "getattr",
-            "setattr",
-            "delattr",
-            "globals",
-            "locals",
-            "vars",
-            "input",
-            "breakpoint",
-            "exit",
-            "quit",
-            "help",
-            "__build_class__",
-            "print",
-        )
-    }
-    | {
-        ("torch", "load"),
-        ("torch", "save"),
-        ("numpy", "load"),
-        ("numpy", "loadtxt"),
-        ("numpy", "fromfile"),
-        ("numpy", "save"),
-        ("types", "CodeType"),
-        ("types", "FunctionType"),
-        ("types", "LambdaType"),
-    }
-)
-
-
-class _Unpickler(pickle.Unpickler):
-    """Unpickles a skeleton: array references come from the verified chunks, classes are looked up
-    as usual except for a denylist.
-
-    User classes must stay loadable (a state may hold any picklable object), so this is not an
-    allowlist. What makes unpickling trustworthy is the digest check: the skeleton's bytes are
-    verified against the manifest's blake3 digests before this runs, and on a cluster that
-    manifest is the master's copy, which trial code writing to the storage cannot change. So this
-    only unpickles what the trial's own process pickled, the same trust as ``torch.load`` of one's
-    own file; the denylist stops a hand-edited local store from reaching the obvious gadgets.
-    """
-
-    def __init__(self, data: bytes, arrays: dict[str, Any]) -> None:
-        super().__init__(io.BytesIO(data))
-        self._arrays = arrays
-
-    def find_class(self, module: str, name: str) -> Any:
-        blocked = (module, name) in _BLOCKED_NAMES or any(
-            module == m or module.startswith(m + ".") for m in _BLOCKED_MODULES
-        )
-        if blocked:
-            raise CheckpointCorrupted(f"checkpoint skeleton refers to {module}.{name}, which is not allowed")
-        found = super().find_class(module, name)
-        if "." in name and not isinstance(found, type):
-            # A dotted name reaches a method of an allowed class (Path.write_text): only nested classes.
-            raise CheckpointCorrupted(f"checkpoint skeleton refers to {module}.{name}, which is not allowed")
-        return found
-
-    def persistent_load(self, pid: Any) -> Any:
-        if isinstance(pid, tuple) and len(pid) == 2 and pid[0] == "stalwart-array" and pid[1] in self._arrays:
-            return self._arrays[pid[1]]
-        raise CheckpointCorrupted(f"checkpoint skeleton refers to an unknown array {pid!r:.100}")
-
 
 class _Destination:
     """Flat host memory one tensor or array is read into, chunk by chunk."""
@@ -356,6 +243,8 @@ def load_state(
     *,
     rank: int = 0,
     threads: int = _THREADS,
+    allowed_globals: Iterable[str] = (),
+    trusted: bool = False,
 ) -> Any:
     """Rebuild the state a ``save_state`` stored, verifying every chunk as it is read.
 
@@ -363,12 +252,21 @@ def load_state(
     device it was saved from when this machine has it, else to the CPU. In a multi-process
     checkpoint ``rank`` picks whose state to load.
 
+    Tensors, numpy arrays and plain values (containers, numbers, strings, datetime, Decimal, UUID,
+    paths, torch and numpy dtypes) load by default, as with ``torch.load(weights_only=True)``; any
+    other pickled object raises :class:`UnsafeCheckpointError` naming its type. A checkpoint may
+    be another user's, and unpickling an object can run code. For a checkpoint you made yourself,
+    ``allowed_globals`` names further classes and functions to allow (``"module.qualname"``), and
+    ``trusted=True`` loads everything.
+
     Example::
 
         state = load_state(storage, read_manifest(storage, uuid), map_location="cpu")
         model.load_state_dict(state["model"])
+        mine = load_state(storage, manifest, allowed_globals=["my_project.schedules.Warmup"])
     """
     uuid = str(manifest.get("uuid"))
+    allowed = check_allowed_globals(allowed_globals)
     validate_manifest(manifest, uuid)
     if manifest.get("kind") != "state":
         raise CheckpointError(f"checkpoint {uuid} holds files, not a saved state: use restore_path")
@@ -430,8 +328,13 @@ def load_state(
                 task.cancel()
     arrays = {path: destination.build(map_location) for path, destination in destinations.items()}
     try:
-        return _Unpickler(bytes(skeleton), arrays).load()
-    except CheckpointError:
+        if trusted:
+            logger.info(
+                "checkpoint %s: trusted=True, loading its pickled objects without the allowlist", uuid
+            )
+            return _TrustedUnpickler(bytes(skeleton), arrays).load()
+        return _Unpickler(bytes(skeleton), arrays, uuid=uuid, allowed_globals=allowed).load()
+    except CheckpointError:  # UnsafeCheckpointError included: refused, not corrupted
         raise
     except Exception as exc:
         # Verified bytes that do not unpickle: a class the state used is gone or was renamed.

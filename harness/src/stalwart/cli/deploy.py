@@ -50,6 +50,16 @@ SlotsOption = Annotated[
         show_default=False,
     ),
 ]
+TrialUserOption = Annotated[
+    str | None,
+    typer.Option(
+        "--trial-user",
+        envvar="STALWART_AGENT_TRIAL_USER",
+        help="Run trials as this user, so trial code cannot read the cluster's secrets. As root the "
+        "default is the system user stalwart-trial (created if missing); otherwise trials run as you.",
+        show_default=False,
+    ),
+]
 
 
 @local_app.command("up")
@@ -58,12 +68,23 @@ def up(
     port: PortOption = 8080,
     agents: AgentsOption = 1,
     artificial_slots: SlotsOption = None,
+    trial_user: TrialUserOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Start the local cluster (what is already running is kept) and print how to log in."""
+    """Start the local cluster (what is already running is kept) and print how to log in.
+
+    The admin password is printed by the start that creates it, and never again: afterwards it
+    is only in <data dir>/admin-password, readable by you alone.
+    """
     local = _local()
     try:
-        result = local.up(data_dir.expanduser(), port, agents=agents, artificial_slots=artificial_slots)
+        result = local.up(
+            data_dir.expanduser(),
+            port,
+            agents=agents,
+            artificial_slots=artificial_slots,
+            trial_user=trial_user,
+        )
     except local.LocalClusterError as exc:
         raise fail(CliError(str(exc))) from None
     _report(result, as_json, show_login=True)
@@ -112,12 +133,17 @@ def _report(result: Any, as_json: bool, *, show_login: bool) -> None:
         and result.master_url
         and any(c.name == "master" and c.state == "running" for c in result.components)
     ):
-        password_file = result.data_dir / "admin-password"
+        if result.admin_password:
+            password = f"{result.admin_password}  (shown this once; kept in {result.admin_password_file})"
+        elif result.admin_password_file:
+            password = f"in {result.admin_password_file}"
+        else:  # the master was given STALWART_ADMIN_PASSWORD, so it wrote no file
+            password = f"(not in {result.data_dir / 'admin-password'})"
         print_fields(
             {
                 "Master": result.master_url,
                 "User": result.admin_username,
-                "Password": result.admin_password or f"(not written yet; see {password_file})",
+                "Password": password,
                 "Data dir": result.data_dir,
                 "Logs": result.data_dir / "logs",
             }

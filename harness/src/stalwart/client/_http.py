@@ -5,23 +5,86 @@ reached the master is not sent twice. Any request the master answered with 503 a
 (its database was unreachable, so the request did not take effect) is sent again after that many
 seconds, a few times. httpx is imported on first use so importing the SDK (and running
 ``stalwart --help``) stays fast.
+
+An ``https://`` master's certificate is always verified: against the PEM CA bundle named by
+``$STALWART_CA_CERT`` when set (a private CA), else httpx's default trust store (certifi, or
+``SSL_CERT_FILE``). There is no switch to turn verification off. A certificate that does not verify
+fails at once, without retries, with a message saying what to set.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from stalwart.client.errors import APIError, MasterUnreachable, NotLoggedIn, error_from_response
+from stalwart.client.errors import (
+    APIError,
+    MasterUnreachable,
+    NotLoggedIn,
+    StalwartError,
+    error_from_response,
+)
 
 if TYPE_CHECKING:
+    import ssl
+
     import httpx
 
 _IDEMPOTENT = frozenset({"GET", "HEAD"})
 _MAX_RETRY_AFTER = 30.0
 Params = Mapping[str, str | int | bool | Sequence[str]]
+# The one name for "trust the master's certificate through this CA bundle": the SDK, the CLI, the
+# agent (its --ca-cert), the trial runner and the Core API all read it; the agent passes it on.
+CA_CERT_ENV = "STALWART_CA_CERT"
+# OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH: the certificate is trusted but names another host.
+_HOSTNAME_MISMATCH = 62
+
+
+def tls_verify(ca_cert: str | os.PathLike[str] | None = None) -> ssl.SSLContext | bool:
+    """What httpx checks a master's certificate with: the PEM bundle ``ca_cert`` (default
+    ``$STALWART_CA_CERT``) or, with neither, httpx's default trust store (``True``); never ``False``.
+
+    Example::
+
+        httpx.Client(verify=tls_verify("/etc/stalwart/ca.pem"))
+    """
+    path = os.fspath(ca_cert) if ca_cert is not None else os.environ.get(CA_CERT_ENV) or None
+    if path is None:
+        return True
+    import ssl
+
+    try:
+        # An SSLContext, not the path: httpx 0.28 deprecates verify=<path>.
+        return ssl.create_default_context(cafile=path)
+    except ssl.SSLError as exc:
+        reason = f"no PEM certificate in it ({exc.reason or exc})"
+        raise StalwartError(f"cannot load the CA bundle {path} ({CA_CERT_ENV}): {reason}") from exc
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise StalwartError(f"cannot load the CA bundle {path} ({CA_CERT_ENV}): {reason}") from exc
+
+
+def tls_failure(exc: BaseException) -> str | None:
+    """What went wrong in a failed TLS handshake, and what to do; None when ``exc`` is no TLS failure.
+
+    Such a failure repeats on every try, so callers report it instead of retrying.
+    """
+    import ssl
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            reason = f"its TLS certificate does not verify ({seen.verify_message or seen.reason})"
+            if seen.verify_code == _HOSTNAME_MISMATCH:
+                return f"{reason}; use the host name the certificate names in the master URL"
+            return f"{reason}; if it is signed by a private CA, set {CA_CERT_ENV} to that CA's PEM bundle"
+        if isinstance(seen, ssl.SSLError):
+            return f"TLS handshake failed ({seen.reason or seen}); does the master serve HTTPS on this port?"
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 class HTTPSession:
@@ -36,6 +99,7 @@ class HTTPSession:
         retries: int = 3,
         backoff: float = 0.25,
         transport: httpx.BaseTransport | None = None,
+        ca_cert: str | os.PathLike[str] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
@@ -43,6 +107,7 @@ class HTTPSession:
         self.retries = retries
         self.backoff = backoff
         self._transport = transport
+        self.ca_cert = ca_cert
         self._client: httpx.Client | None = None
 
     def _http(self) -> httpx.Client:
@@ -56,6 +121,7 @@ class HTTPSession:
                 timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 10.0)),
                 headers={"User-Agent": f"stalwart-sdk/{__version__}", "Accept": "application/json"},
                 transport=self._transport,
+                verify=tls_verify(self.ca_cert),
             )
         return self._client
 
@@ -101,7 +167,7 @@ class HTTPSession:
                     break
                 except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as exc:
                     # The master restarting or a flaky network; only safe to repeat for reads.
-                    if attempt + 1 >= attempts:
+                    if attempt + 1 >= attempts or tls_failure(exc):
                         raise MasterUnreachable(self.base_url, _reason(exc)) from exc
                     time.sleep(self.backoff * 2**attempt)
                 except httpx.TransportError as exc:
@@ -141,7 +207,7 @@ class HTTPSession:
                 response = http.send(request, stream=True)
                 break
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as exc:
-                if attempt >= self.retries:
+                if attempt >= self.retries or tls_failure(exc):
                     raise MasterUnreachable(self.base_url, _reason(exc)) from exc
                 time.sleep(self.backoff * 2**attempt)
             except httpx.TransportError as exc:
@@ -214,6 +280,9 @@ def _reason(exc: Exception) -> str:
 
     if isinstance(exc, httpx.TimeoutException):
         return f"no answer within the timeout ({type(exc).__name__})"
+    tls = tls_failure(exc)
+    if tls:
+        return tls
     text = str(exc).strip()
     # httpx wraps OS errors as "[Errno 111] Connection refused"; the errno helps nobody reading a CLI.
     if text.startswith("[Errno") and "]" in text:

@@ -19,7 +19,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -286,27 +286,50 @@ class CheckpointContext:
             return backend, validate_manifest(manifest, uuid)
         return backend, read_manifest(backend, uuid)
 
-    def load_state(self, storage_id: str, map_location: Any = None) -> Any:
+    def load_state(
+        self,
+        storage_id: str,
+        map_location: Any = None,
+        *,
+        allowed_globals: Iterable[str] = (),
+        trusted: bool = False,
+    ) -> Any:
         """The state a ``save_state`` stored, every chunk verified as it is read.
 
         Raises ``CheckpointCorrupted`` naming the damaged file and chunk. ``map_location`` moves
         tensors to a device (by default: where they were saved, when it exists here).
 
+        Tensors, arrays and plain values load by default; any other pickled object raises
+        ``UnsafeCheckpointError`` naming its type, since the checkpoint may be another user's and
+        unpickling can run code. For a checkpoint you made yourself, ``allowed_globals`` names
+        further classes to load (``"module.qualname"``) and ``trusted=True`` loads everything.
+
         Example::
 
             state = checkpoint.load_state(uuid, map_location="cpu")
+            mine = checkpoint.load_state(uuid, allowed_globals=["my_project.schedules.Warmup"])
         """
         from stalwart.checkpoint import load_state
 
         backend, manifest = self._locate(storage_id)
         rank = self._rank if int(manifest.get("world_size") or 1) > 1 else 0
-        return load_state(backend, manifest, map_location, rank=rank)
+        return load_state(
+            backend, manifest, map_location, rank=rank, allowed_globals=allowed_globals, trusted=trusted
+        )
 
-    def load_latest_state(self, map_location: Any = None) -> tuple[str, Any] | None:
+    def load_latest_state(
+        self,
+        map_location: Any = None,
+        *,
+        allowed_globals: Iterable[str] = (),
+        trusted: bool = False,
+    ) -> tuple[str, Any] | None:
         """``(uuid, state)`` of the trial's newest loadable checkpoint, or None if there is none.
 
         A checkpoint that turns out missing or corrupted is reported to the master, which marks it
         CORRUPTED and names the next-newest one to try; off-cluster its parent is tried instead.
+        One holding objects restore does not load (see ``load_state``) is not corrupted: its
+        ``UnsafeCheckpointError`` is raised, nothing is reported and nothing older is tried.
 
         Example::
 
@@ -322,8 +345,10 @@ class CheckpointContext:
         while candidate and candidate not in tried:
             tried.add(candidate)
             try:
-                state = self.load_state(candidate, map_location)
-            except (CheckpointCorrupted, CheckpointNotFound) as exc:
+                state = self.load_state(
+                    candidate, map_location, allowed_globals=allowed_globals, trusted=trusted
+                )
+            except (CheckpointCorrupted, CheckpointNotFound) as exc:  # a refused one is not corrupt
                 self._log.warning("checkpoint %s cannot be restored: %s", candidate, exc)
                 candidate = self._fallback(candidate, str(exc))
                 continue

@@ -2,7 +2,8 @@
 
 Not the SDK's session: that one reads a user's token cache, while code inside a trial acts with
 the allocation token the agent handed it. Bodies are encoded here because metric values may be
-NaN or infinite, which httpx's own JSON encoder refuses.
+NaN or infinite, which httpx's own JSON encoder refuses. The master's certificate is trusted the
+SDK's way (``$STALWART_CA_CERT``, which the agent sets when it has ``--ca-cert``).
 """
 
 from __future__ import annotations
@@ -58,7 +59,13 @@ class AllocationSession:
                 import httpx
 
                 from stalwart import __version__
+                from stalwart.client._http import tls_verify
+                from stalwart.client.errors import StalwartError
 
+                try:
+                    verify = tls_verify()
+                except StalwartError as exc:
+                    raise MasterError(str(exc), retryable=False) from exc
                 self._client = httpx.Client(
                     base_url=self.base_url,
                     timeout=httpx.Timeout(self._timeout, connect=min(self._timeout, 10.0)),
@@ -68,6 +75,7 @@ class AllocationSession:
                         "Accept": "application/json",
                     },
                     transport=self._transport,
+                    verify=verify,
                 )
             return self._client
 
@@ -96,6 +104,12 @@ class AllocationSession:
                 method, path, content=content, headers=headers, params=params, **extra
             )
         except httpx.TransportError as exc:
+            from stalwart.client._http import tls_failure
+
+            tls = tls_failure(exc)
+            if tls:
+                # Retrying cannot make a certificate trusted; fail with what to change instead.
+                raise MasterError(f"{method} {path}: master at {self.master_url}: {tls}") from exc
             raise MasterError(
                 f"{method} {path}: master at {self.master_url} unreachable ({type(exc).__name__}: {exc})",
                 retryable=True,

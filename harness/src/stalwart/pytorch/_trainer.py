@@ -74,6 +74,11 @@ class Trainer:
     reseeded by torch per epoch). A checkpoint of another trial (a warm start) only loads weights.
     One process trains; multi-rank training is not handled here.
 
+    The trainer's own state restores with the default allowlist of ``load_latest_state``. If the
+    model, optimizer or scheduler state holds objects of your own classes, name them in
+    ``allowed_globals`` (``"module.qualname"``), or pass ``trusted=True``: either applies to every
+    checkpoint the trial restores, including a warm start's, so use them only when those are yours.
+
     Example::
 
         with stalwart.core.init() as core_context:
@@ -109,6 +114,8 @@ class Trainer:
         on_checkpoint: CheckpointHook | None = None,
         on_epoch_end: EpochHook | None = None,
         clock: Callable[[], float] = time.monotonic,
+        allowed_globals: Iterable[str] = (),
+        trusted: bool = False,
     ) -> None:
         if report_period < 1:
             raise TrainerError(f"report_period must be >= 1 batch, got {report_period}")
@@ -131,6 +138,13 @@ class Trainer:
         self.on_checkpoint = on_checkpoint
         self.on_epoch_end = on_epoch_end
         self._clock = clock
+        self._restore_options: dict[str, Any] = {}
+        if allowed_globals:
+            from stalwart.checkpoint._unpickle import check_allowed_globals
+
+            self._restore_options["allowed_globals"] = check_allowed_globals(allowed_globals)  # fail early
+        if trusted:
+            self._restore_options["trusted"] = True
         batch_size = getattr(train_data, "batch_size", None) or info.hparams.get("global_batch_size")
         self._batch_size = int(batch_size) if isinstance(batch_size, int) else None
         self.policy: Policy = resolve_policy(
@@ -472,7 +486,8 @@ class Trainer:
         }
 
     def _restore(self) -> None:
-        found = self.core.checkpoint.load_latest_state(map_location="cpu")
+        # Only the options the caller set, so Core API stand-ins without them keep working.
+        found = self.core.checkpoint.load_latest_state(map_location="cpu", **self._restore_options)
         if found is None:
             seed_all(self.seed)
             return

@@ -11,13 +11,15 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
+from stalwart_master.api import audit
 from stalwart_master.api.deps import (
+    AdminCaller,
     AdminUser,
-    AgentToken,
+    AgentCaller,
     CurrentUser,
     SessionDep,
     SettingsDep,
-    require_token,
+    require_agent,
 )
 from stalwart_master.api.deps import wake_scheduler as _wake
 from stalwart_master.schemas.common import Text, problem_responses
@@ -25,9 +27,7 @@ from stalwart_master.services import agent_runs as agent_runs_service
 from stalwart_master.services import agents as agents_service
 from stalwart_master.services.agents import SlotReport
 
-router = APIRouter(
-    prefix="/api/v1", tags=["agents"], dependencies=[require_token], responses=problem_responses(401, 403)
-)
+router = APIRouter(prefix="/api/v1", tags=["agents"], responses=problem_responses(401, 403))
 AgentId = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$")]
 
 
@@ -83,20 +83,65 @@ class AgentControl(BaseModel):
     drain: bool = False
 
 
-@router.post("/agents/tokens", status_code=201)
-def create_agent_token(admin: AdminUser, session: SessionDep) -> dict[str, str]:
-    secret = agents_service.create_agent_token(session, admin)
+class AgentTokenCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    agent_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$")
+
+
+class AgentTokenOut(BaseModel):
+    id: int
+    agent_id: str | None
+    created_by: str
+    created_at: dt.datetime
+    expires_at: dt.datetime | None
+    revoked_at: dt.datetime | None
+
+
+@router.post("/agents/tokens", status_code=201, responses=problem_responses(422))
+def create_agent_token(body: AgentTokenCreate, caller: AdminCaller, session: SessionDep) -> dict[str, Any]:
+    """A credential for exactly one agent id; the secret is shown once."""
+    secret, token_id = agents_service.create_agent_token(session, caller.user, body.agent_id)
+    audit.record(session, caller, "agent_token.create", "agent", body.agent_id, {"token_id": token_id})
     session.commit()
-    return {"token": secret}
+    return {"token": secret, "id": token_id, "agent_id": body.agent_id}
+
+
+@router.get("/agents/tokens", response_model=list[AgentTokenOut])
+def list_agent_tokens(_: AdminUser, session: SessionDep) -> list[AgentTokenOut]:
+    return [
+        AgentTokenOut(
+            id=t.id,
+            agent_id=t.agent_id,
+            created_by=t.user.username,
+            created_at=t.created_at,
+            expires_at=t.expires_at,
+            revoked_at=t.revoked_at,
+        )
+        for t in agents_service.list_agent_tokens(session)
+    ]
+
+
+@router.delete("/agents/tokens/{token_id}", status_code=204, responses=problem_responses(404))
+def revoke_agent_token(
+    token_id: Annotated[int, Path(ge=1, le=2**31 - 1)], caller: AdminCaller, session: SessionDep
+) -> Response:
+    """The agent holding it is refused from its next request on; its running trials carry on until
+    the agent is declared lost."""
+    agent_id = agents_service.revoke_agent_token(session, token_id)
+    audit.record(session, caller, "agent_token.revoke", "agent", agent_id or "", {"token_id": token_id})
+    session.commit()
+    return Response(status_code=204)
 
 
 @router.post("/agents/register", responses=problem_responses(422))
 def register_agent(
-    body: RegisterIn, _: AgentToken, session: SessionDep, settings: SettingsDep, request: Request
+    body: RegisterIn, caller: AgentCaller, session: SessionDep, settings: SettingsDep, request: Request
 ) -> dict[str, Any]:
     """Also after a restart of either side: ``running`` lists the allocations the agent still runs;
     they carry on, the ones it no longer has end ("agent lost"), and ``actions`` holds kills for
-    those it runs but the master has already ended."""
+    those it runs but the master has already ended. The credential names the one id it may use."""
+    require_agent(caller, body.agent_id)
     agents_service.register_agent(
         session,
         body.agent_id,
@@ -119,9 +164,10 @@ def register_agent(
 
 
 @router.post("/agents/{agent_id}/drain", status_code=204, responses=problem_responses(404))
-def drain_agent(agent_id: AgentId, _: AgentToken, session: SessionDep, request: Request) -> Response:
+def drain_agent(agent_id: AgentId, caller: AgentCaller, session: SessionDep, request: Request) -> Response:
     """The agent is going away (SIGTERM): its trials checkpoint and resume on other agents, and
     nothing new is scheduled on it until it registers again without draining."""
+    require_agent(caller, agent_id)
     agents_service.mark_draining(session, agent_id)
     agent_runs_service.drain_allocations(session, agent_id)
     session.commit()
@@ -132,7 +178,7 @@ def drain_agent(agent_id: AgentId, _: AgentToken, session: SessionDep, request: 
 @router.get("/agents/{agent_id}/work")
 async def agent_work(
     agent_id: AgentId,
-    _: AgentToken,
+    caller: AgentCaller,
     session: SessionDep,
     request: Request,
     timeout_seconds: Annotated[float, Query(ge=0, le=60)] = 20,
@@ -142,6 +188,7 @@ async def agent_work(
     It stops when the agent hangs up: a dead agent's poll must not keep it alive (its heartbeat) or
     take actions nobody will read.
     """
+    require_agent(caller, agent_id)
     deadline = time.monotonic() + timeout_seconds
 
     def poll() -> list[dict[str, Any]]:
@@ -182,17 +229,21 @@ def list_slots(_: CurrentUser, session: SessionDep) -> list[SlotOut]:
 
 
 @router.post("/agents/{agent_id}/enable", response_model=AgentOut, responses=problem_responses(404))
-def enable_agent(agent_id: AgentId, _: AdminUser, session: SessionDep, request: Request) -> AgentOut:
+def enable_agent(agent_id: AgentId, caller: AdminCaller, session: SessionDep, request: Request) -> AgentOut:
     agent = agents_service.set_enabled(session, agent_id, enabled=True)
+    audit.record(session, caller, "agent.enable", "agent", agent_id)
     session.commit()
     _wake(request)
     return AgentOut.model_validate(agent)
 
 
 @router.post("/agents/{agent_id}/disable", response_model=AgentOut, responses=problem_responses(404))
-def disable_agent(agent_id: AgentId, body: AgentControl, _: AdminUser, session: SessionDep) -> AgentOut:
+def disable_agent(
+    agent_id: AgentId, body: AgentControl, caller: AdminCaller, session: SessionDep
+) -> AgentOut:
     """Nothing new is scheduled there; with drain its trials finish, else they checkpoint and move."""
     agent = agents_service.set_enabled(session, agent_id, enabled=False, drain=body.drain)
+    audit.record(session, caller, "agent.disable", "agent", agent_id, {"drain": body.drain})
     if not body.drain:
         agent_runs_service.preempt_on_agent(session, agent_id)
     session.commit()

@@ -10,9 +10,16 @@ from uuid import UUID
 from fastapi import APIRouter, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from stalwart_master.api.deps import AgentToken, AllocationDep, SessionDep, require_token, wake_scheduler
+from stalwart_master.api.deps import (
+    AgentCaller,
+    AllocationDep,
+    Caller,
+    SessionDep,
+    require_agent,
+    wake_scheduler,
+)
 from stalwart_master.db.orm import Allocation
-from stalwart_master.errors import Forbidden
+from stalwart_master.errors import Forbidden, NotFound
 from stalwart_master.schemas.allocations import (
     CheckpointIn,
     CheckpointOut,
@@ -33,17 +40,27 @@ from stalwart_master.services import trials as trials_service
 router = APIRouter(
     prefix="/api/v1",
     tags=["allocations"],
-    dependencies=[require_token],
     responses=problem_responses(401, 403, 404),
 )
 AllocationId = Annotated[UUID, Path()]
 
 
+def _agents_own(
+    session: SessionDep, caller: Caller, allocation_id: UUID, *, for_update: bool = False
+) -> Allocation:
+    """An agent reports only for allocations placed on it; any other is not found."""
+    agent_id = require_agent(caller, None)
+    allocation = allocations_service.get_allocation(session, allocation_id, for_update=for_update)
+    if allocation.agent_id != agent_id:
+        raise NotFound(f"allocation {allocation_id} not found")
+    return allocation
+
+
 @router.post("/allocations/{allocation_id}/state", status_code=204)
 def report_state(
-    allocation_id: AllocationId, body: StateIn, _: AgentToken, session: SessionDep, request: Request
+    allocation_id: AllocationId, body: StateIn, caller: AgentCaller, session: SessionDep, request: Request
 ) -> Response:
-    allocation = allocations_service.get_allocation(session, allocation_id, for_update=True)
+    allocation = _agents_own(session, caller, allocation_id, for_update=True)
     if body.state == "RUNNING":
         allocations_service.mark_running(session, allocation)
     else:
@@ -54,8 +71,10 @@ def report_state(
 
 
 @router.post("/allocations/{allocation_id}/logs", status_code=204)
-def ship_logs(allocation_id: AllocationId, body: LogsIn, _: AgentToken, session: SessionDep) -> Response:
-    allocation = allocations_service.get_allocation(session, allocation_id)
+def ship_logs(
+    allocation_id: AllocationId, body: LogsIn, caller: AgentCaller, session: SessionDep
+) -> Response:
+    allocation = _agents_own(session, caller, allocation_id)
     lines = [trials_service.LogLine(line.ts, line.rank, line.stream, line.message) for line in body.lines]
     trials_service.append_logs(session, allocation.trial_id, allocation.id, lines, body.batch_id)
     session.commit()

@@ -8,11 +8,10 @@ walks the app's route table and fails for a route without one, so no route can f
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -63,6 +62,7 @@ class Caller:
 
     token: Token
     kind: Credential
+    address: str = ""
 
     @property
     def user(self) -> User:
@@ -110,7 +110,8 @@ class Allow:
             raise Forbidden(_refusal(kind))
         if self.admin and not token.user.admin:
             raise Forbidden("this needs a cluster admin")
-        caller = Caller(token=token, kind=kind)
+        caller = Caller(token=token, kind=kind, address=client_address(request))
+        users_service.touch_token(token)
         request.state.caller = caller  # the audit log and access log name who acted
         return caller
 
@@ -177,5 +178,45 @@ def wake_scheduler(request: Request) -> None:
         scheduler.wake()
 
 
-def now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
+def declared_allows(dependant: Any) -> list[Allow]:
+    """Every ``Allow`` a route depends on, however deep; a correct route has exactly one."""
+    found: list[Allow] = []
+    for sub in dependant.dependencies:
+        if isinstance(sub.call, Allow):
+            found.append(sub.call)
+        found.extend(declared_allows(sub))
+    return found
+
+
+@dataclass(frozen=True)
+class RouteEntry:
+    path: str
+    methods: frozenset[str]
+    dependant: Any
+
+
+def route_table(routes: Iterable[Any]) -> list[RouteEntry]:
+    """Every API route with its full path, also inside included routers (which newer FastAPI
+    keeps as branches rather than copying their routes into the app)."""
+    table: list[RouteEntry] = []
+    for route in routes:
+        contexts = getattr(route, "effective_route_contexts", None)
+        if contexts is not None:
+            table.extend(
+                RouteEntry(c.path, frozenset(c.methods or ()), c.dependant)
+                for c in contexts()
+                if c.dependant is not None
+            )
+        elif getattr(route, "dependant", None) is not None:
+            table.append(RouteEntry(route.path, frozenset(route.methods or ()), route.dependant))
+    return table
+
+
+def public_routes(routes: Iterable[Any]) -> set[tuple[str, str]]:
+    """(method, path) of the routes that declared themselves public, for the OpenAPI document."""
+    return {
+        (method, entry.path)
+        for entry in route_table(routes)
+        if any(a.public for a in declared_allows(entry.dependant))
+        for method in entry.methods
+    }

@@ -5,16 +5,19 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Request, status
 
-from stalwart_master.api.deps import CurrentUser, SessionDep, SettingsDep, require_token, wake_scheduler
+from stalwart_master.api import audit
+from stalwart_master.api.deps import CurrentUser, SessionDep, SettingsDep, UserCaller, wake_scheduler
 from stalwart_master.jobs import enqueue_experiment_deletion
 from stalwart_master.schemas.common import Page, Text, problem_responses
 from stalwart_master.schemas.experiments import (
     ExperimentCreate,
     ExperimentDetail,
+    ExperimentMove,
     ExperimentOut,
     ExperimentPatch,
     GCPolicyPatch,
 )
+from stalwart_master.services import authz
 from stalwart_master.services import checkpoints as checkpoints_service
 from stalwart_master.services import experiments as experiments_service
 from stalwart_master.services.experiments import ExperimentFilter, OrderBy
@@ -25,7 +28,6 @@ log = logging.getLogger(__name__)
 router = APIRouter(
     prefix="/api/v1/experiments",
     tags=["experiments"],
-    dependencies=[require_token],
     responses=problem_responses(401, 404),
 )
 ExperimentId = Annotated[int, Path(ge=1, le=2**31 - 1)]
@@ -38,11 +40,11 @@ ExperimentId = Annotated[int, Path(ge=1, le=2**31 - 1)]
     responses=problem_responses(400, 413, 422),
 )
 def create_experiment(
-    body: ExperimentCreate, user: CurrentUser, session: SessionDep, settings: SettingsDep, request: Request
+    body: ExperimentCreate, caller: UserCaller, session: SessionDep, settings: SettingsDep, request: Request
 ) -> ExperimentDetail:
     experiment = experiments_service.create_experiment(
         session,
-        user,
+        caller.user,
         body.config,
         context_sha256=body.context,
         paused=body.paused,
@@ -50,7 +52,9 @@ def create_experiment(
         defaults=settings.effective_experiment_defaults(),
         max_config_bytes=settings.limits.max_config_bytes,
         max_trials=settings.limits.max_trials,
+        project_id=body.project_id,
     )
+    audit.record(session, caller, "experiment.create", "experiment", experiment.id)
     session.commit()
     wake_scheduler(request)
     return ExperimentDetail.model_validate(experiment)
@@ -58,6 +62,7 @@ def create_experiment(
 
 @router.get("", response_model=Page[ExperimentOut], responses=problem_responses(422))
 def list_experiments(
+    user: CurrentUser,
     session: SessionDep,
     settings: SettingsDep,
     state: Annotated[list[ExperimentState], Query()] = [],  # noqa: B006 (FastAPI copies defaults)
@@ -65,6 +70,8 @@ def list_experiments(
     name: Annotated[Text | None, Query(max_length=256)] = None,
     owner: Annotated[Text | None, Query(max_length=128)] = None,
     archived: bool | None = None,
+    workspace_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
+    project_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
     order_by: OrderBy = "id",
     order: Literal["asc", "desc"] = "desc",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -76,6 +83,9 @@ def list_experiments(
         name=name,
         owner=owner,
         archived=archived,
+        workspace_ids=authz.readable_workspace_ids(session, user),
+        workspace_id=workspace_id,
+        project_id=project_id,
         order_by=order_by,
         descending=order == "desc",
         limit=min(limit, settings.limits.max_page_limit),
@@ -88,14 +98,28 @@ def list_experiments(
 
 
 @router.get("/{experiment_id}", response_model=ExperimentDetail)
-def get_experiment(experiment_id: ExperimentId, session: SessionDep) -> ExperimentDetail:
-    return ExperimentDetail.model_validate(experiments_service.get_experiment(session, experiment_id))
+def get_experiment(experiment_id: ExperimentId, user: CurrentUser, session: SessionDep) -> ExperimentDetail:
+    return ExperimentDetail.model_validate(authz.experiment_for(session, user, experiment_id))
+
+
+@router.post("/{experiment_id}/move", response_model=ExperimentDetail, responses=problem_responses(403))
+def move_experiment(
+    experiment_id: ExperimentId, body: ExperimentMove, caller: UserCaller, session: SessionDep
+) -> ExperimentDetail:
+    """Into another project (and so perhaps another workspace, with that workspace's roles)."""
+    experiment = experiments_service.move_experiment(session, caller.user, experiment_id, body.project_id)
+    audit.record(
+        session, caller, "experiment.move", "experiment", experiment_id, {"project_id": body.project_id}
+    )
+    session.commit()
+    return ExperimentDetail.model_validate(experiment)
 
 
 @router.patch("/{experiment_id}", response_model=ExperimentDetail, responses=problem_responses(403, 409, 422))
 def patch_experiment(
     experiment_id: ExperimentId, body: ExperimentPatch, user: CurrentUser, session: SessionDep
 ) -> ExperimentDetail:
+    """Name, description and labels; the owner (as an editor) or a workspace admin."""
     experiment = experiments_service.update_experiment(
         session, user, experiment_id, name=body.name, description=body.description, labels=body.labels
     )
@@ -107,27 +131,29 @@ def patch_experiment(
     "/{experiment_id}/gc-policy", response_model=ExperimentDetail, responses=problem_responses(403, 409, 422)
 )
 def set_gc_policy(
-    experiment_id: ExperimentId, body: GCPolicyPatch, user: CurrentUser, session: SessionDep
+    experiment_id: ExperimentId, body: GCPolicyPatch, caller: UserCaller, session: SessionDep
 ) -> ExperimentDetail:
     """Change save_experiment_best / save_trial_best / save_trial_latest; GC runs with them at once."""
     experiment = checkpoints_service.set_gc_policy(
         session,
-        user,
+        caller.user,
         experiment_id,
         save_experiment_best=body.save_experiment_best,
         save_trial_best=body.save_trial_best,
         save_trial_latest=body.save_trial_latest,
     )
     answer = ExperimentDetail.model_validate(experiment)
+    audit.record(session, caller, "experiment.gc_policy", "experiment", experiment_id, body.model_dump())
     session.commit()
     return answer
 
 
 def _verb_route(verb: str) -> None:
     def run_verb(
-        experiment_id: ExperimentId, user: CurrentUser, session: SessionDep, request: Request
+        experiment_id: ExperimentId, caller: UserCaller, session: SessionDep, request: Request
     ) -> ExperimentDetail:
-        experiment = experiments_service.apply_verb(session, user, experiment_id, verb)
+        experiment = experiments_service.apply_verb(session, caller.user, experiment_id, verb)
+        audit.record(session, caller, f"experiment.{verb}", "experiment", experiment_id)
         session.commit()
         wake_scheduler(request)
         return ExperimentDetail.model_validate(experiment)
@@ -154,11 +180,12 @@ for _verb in ("pause", "activate", "cancel", "kill", "archive", "unarchive"):
     responses=problem_responses(403, 409),
 )
 def delete_experiment(
-    experiment_id: ExperimentId, user: CurrentUser, session: SessionDep
+    experiment_id: ExperimentId, caller: UserCaller, session: SessionDep
 ) -> ExperimentDetail:
     """Marks it DELETING now; a Celery job removes it (and its context if unshared) in the background."""
-    experiment = experiments_service.apply_verb(session, user, experiment_id, "delete")
+    experiment = experiments_service.apply_verb(session, caller.user, experiment_id, "delete")
     answer = ExperimentDetail.model_validate(experiment)
+    audit.record(session, caller, "experiment.delete", "experiment", experiment_id)
     session.commit()
     enqueue_experiment_deletion(experiment_id)
     return answer

@@ -8,7 +8,7 @@ from fastapi import APIRouter, FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from stalwart_master.api.deps import require_token
+from stalwart_master.api.deps import CurrentUser
 
 registry = CollectorRegistry()
 REQUESTS = Counter(
@@ -18,11 +18,11 @@ LATENCY = Histogram(
     "stalwart_http_request_seconds", "HTTP request latency", ["method", "route"], registry=registry
 )
 
-router = APIRouter(tags=["master"], dependencies=[require_token])
+router = APIRouter(tags=["master"])
 
 
 @router.get("/metrics", response_class=Response)
-def metrics() -> Response:
+def metrics(_: CurrentUser) -> Response:
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 

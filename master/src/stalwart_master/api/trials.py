@@ -16,17 +16,16 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
-from stalwart_master.api.deps import CurrentUser, SessionDep, require_token
+from stalwart_master.api import audit
+from stalwart_master.api.deps import Credential, CurrentUser, SessionDep, UserCaller, UserOrAllocation
 from stalwart_master.db.orm import Checkpoint
 from stalwart_master.schemas.allocations import CheckpointOut, checkpoint_out
 from stalwart_master.schemas.common import problem_responses
+from stalwart_master.services import authz
 from stalwart_master.services import checkpoints as checkpoints_service
-from stalwart_master.services import experiments as experiments_service
 from stalwart_master.services import trials as trials_service
 
-router = APIRouter(
-    prefix="/api/v1", tags=["trials"], dependencies=[require_token], responses=problem_responses(401, 404)
-)
+router = APIRouter(prefix="/api/v1", tags=["trials"], responses=problem_responses(401, 404))
 TrialId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 ExperimentId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
@@ -53,20 +52,20 @@ class TrialOut(BaseModel):
 
 
 @router.get("/experiments/{experiment_id}/trials", response_model=list[TrialOut])
-def list_trials(experiment_id: ExperimentId, _: CurrentUser, session: SessionDep) -> list[TrialOut]:
-    experiments_service.get_experiment(session, experiment_id)
+def list_trials(experiment_id: ExperimentId, user: CurrentUser, session: SessionDep) -> list[TrialOut]:
+    authz.experiment_for(session, user, experiment_id)
     return [TrialOut.model_validate(t) for t in trials_service.list_trials(session, experiment_id)]
 
 
 @router.get("/trials/{trial_id}", response_model=TrialOut)
-def get_trial(trial_id: TrialId, _: CurrentUser, session: SessionDep) -> TrialOut:
-    return TrialOut.model_validate(trials_service.get_trial(session, trial_id))
+def get_trial(trial_id: TrialId, user: CurrentUser, session: SessionDep) -> TrialOut:
+    return TrialOut.model_validate(authz.trial_for(session, user, trial_id))
 
 
 @router.get("/trials/{trial_id}/metrics")
 def trial_metrics(
     trial_id: TrialId,
-    _: CurrentUser,
+    user: CurrentUser,
     session: SessionDep,
     group: Annotated[str | None, Query(max_length=64, pattern=r"^[^.\x00]+$")] = None,
     limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
@@ -74,7 +73,7 @@ def trial_metrics(
 ) -> Response:
     """One live row per (group, step); ``include_archived`` adds the rows of earlier runs past the
     step a later run restored. Values keep NaN and Infinity as JSON tokens (Python reads them back)."""
-    trials_service.get_trial(session, trial_id)
+    authz.trial_for(session, user, trial_id)
     rows = [
         {
             "group": m.group,
@@ -108,9 +107,10 @@ class RunOut(BaseModel):
 
 
 @router.get("/trials/{trial_id}/runs", response_model=list[RunOut])
-def list_runs(trial_id: TrialId, _: CurrentUser, session: SessionDep) -> list[RunOut]:
+def list_runs(trial_id: TrialId, user: CurrentUser, session: SessionDep) -> list[RunOut]:
     """First run first; ``exit_reason`` is ``exited``, ``launch failed``, ``agent lost``,
     ``preemption timeout``, ``killed``, ``drained``, ``preempted`` or ``not started``."""
+    authz.trial_for(session, user, trial_id)
     return [RunOut.model_validate(a) for a in trials_service.list_runs(session, trial_id)]
 
 
@@ -128,15 +128,25 @@ def _described(session: Session, checkpoints: list[Checkpoint]) -> list[Checkpoi
 
 
 @router.get("/experiments/{experiment_id}/checkpoints", response_model=list[CheckpointOut])
-def list_checkpoints(experiment_id: ExperimentId, _: CurrentUser, session: SessionDep) -> list[CheckpointOut]:
+def list_checkpoints(
+    experiment_id: ExperimentId, user: CurrentUser, session: SessionDep
+) -> list[CheckpointOut]:
     """Every checkpoint, DELETED and CORRUPTED ones included (``state`` tells them apart)."""
-    experiments_service.get_experiment(session, experiment_id)
+    authz.experiment_for(session, user, experiment_id)
     return _described(session, trials_service.list_checkpoints(session, experiment_id))
 
 
 @router.get("/checkpoints/{checkpoint_uuid}", response_model=CheckpointOut)
-def get_checkpoint(checkpoint_uuid: uuid.UUID, session: SessionDep) -> CheckpointOut:
-    return _described(session, [trials_service.get_checkpoint(session, checkpoint_uuid)])[0]
+def get_checkpoint(
+    checkpoint_uuid: uuid.UUID, caller: UserOrAllocation, session: SessionDep
+) -> CheckpointOut:
+    """A trial reads checkpoints of its own experiment and the one it warm-starts from."""
+    checkpoint = trials_service.get_checkpoint(session, checkpoint_uuid)
+    if caller.kind == Credential.ALLOCATION:
+        checkpoints_service.require_allocation_may_read(session, caller.token, checkpoint)
+    else:
+        authz.checkpoint_for(session, caller.user, checkpoint)
+    return _described(session, [checkpoint])[0]
 
 
 @router.delete(
@@ -145,13 +155,14 @@ def get_checkpoint(checkpoint_uuid: uuid.UUID, session: SessionDep) -> Checkpoin
     status_code=202,
     responses=problem_responses(403, 409),
 )
-def delete_checkpoint(checkpoint_uuid: uuid.UUID, user: CurrentUser, session: SessionDep) -> CheckpointOut:
+def delete_checkpoint(checkpoint_uuid: uuid.UUID, caller: UserCaller, session: SessionDep) -> CheckpointOut:
     """Accepted: GC deletes the storage in the background, then the checkpoint turns DELETED.
 
     409 when a model version registers it or a trial that has not ended warm-starts from it.
     """
-    checkpoint = checkpoints_service.delete_checkpoint(session, user, checkpoint_uuid)
+    checkpoint = checkpoints_service.delete_checkpoint(session, caller.user, checkpoint_uuid)
     answer = _described(session, [checkpoint])[0]
+    audit.record(session, caller, "checkpoint.delete", "checkpoint", checkpoint_uuid)
     session.commit()
     return answer
 
@@ -160,13 +171,13 @@ def delete_checkpoint(checkpoint_uuid: uuid.UUID, user: CurrentUser, session: Se
 async def trial_logs(
     trial_id: TrialId,
     request: Request,
-    _: CurrentUser,
+    user: CurrentUser,
     session: SessionDep,
     follow: bool = False,
     tail: Annotated[int | None, Query(ge=1, le=100_000)] = None,
 ) -> StreamingResponse:
     """Newline-delimited JSON, in order; with follow the stream ends when no run is going or coming."""
-    await run_in_threadpool(trials_service.get_trial, session, trial_id)
+    await run_in_threadpool(authz.trial_for, session, user, trial_id)
     start = await run_in_threadpool(trials_service.tail_start, session, trial_id, tail) if tail else 0
     sessions: sessionmaker[Session] = request.app.state.sessions
 

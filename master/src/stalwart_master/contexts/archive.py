@@ -2,36 +2,53 @@
 
 The master never extracts a context itself: trial runners do, on every agent. So every member is
 checked here, once, before the bytes are stored, and an archive with a single bad member is
-refused whole. Nothing in this module touches the database or FastAPI.
+refused whole. The operator's caps (unpacked bytes, members, path depth) are checked while the
+archive is decompressed, header by header: a member whose header says it would pass a cap is
+refused before a byte of its data is inflated, and nothing is decompressed past the cap, so a
+gzip bomb costs the master microseconds. Nothing in this module touches the database or FastAPI.
 """
 
 from __future__ import annotations
 
 import asyncio
-import gzip
 import hashlib
-import io
 import re
 import tarfile
 import tempfile
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
-from stalwart_master.errors import BadRequest, PayloadTooLarge
+from stalwart_master.errors import BadRequest, DomainError, PayloadTooLarge
 
-DEFAULT_MAX_MEMBERS = 100_000
-DEFAULT_MAX_UNPACKED_BYTES = 4 * 1024**3
+DEFAULT_MAX_UNPACKED_BYTES = 1024**3
+DEFAULT_MAX_MEMBERS = 10_000
+DEFAULT_MAX_DEPTH = 32
+# What a client may declare the body to be; a missing Content-Type is read as octet-stream (RFC 9110).
+ACCEPTED_CONTENT_TYPES = ("application/gzip", "application/x-gzip", "application/octet-stream")
+# The setting that raises each cap, named in every refusal.
+_SETTINGS = {
+    "max_context_bytes": "STALWART_MAX_CONTEXT_BYTES",
+    "context_max_unpacked_bytes": "STALWART_CONTEXT_MAX_UNPACKED_BYTES",
+    "context_max_members": "STALWART_CONTEXT_MAX_MEMBERS",
+    "context_max_depth": "STALWART_CONTEXT_MAX_DEPTH",
+}
+_IGNORE_HINT = "list data, checkpoints and virtual environments in .stalwartignore"
 
 # Headers are read whole into memory by tarfile; a legitimate one (a long path) is a few KiB.
 _MAX_HEADER_READ = 1024 * 1024
-# Room for headers and padding on top of the file data before decompression is cut off.
-_HEADER_BUDGET_PER_MEMBER = 4 * tarfile.BLOCKSIZE
-_HEADER_BUDGET = 1024 * 1024
+# tarfile only seeks back to re-read the block it took for the end-of-archive marker.
+_LOOKBACK = 4 * tarfile.BLOCKSIZE
+_SKIP_CHUNK = 1024 * 1024
+_COMPRESSED_CHUNK = 64 * 1024
 # Symlinks may chain; past this many hops the chain is treated as a loop (Linux uses 40 too).
 _MAX_LINK_HOPS = 40
+# Resolving links costs a step per path component; an honest archive needs a few per link.
+_LINK_STEPS_PER_LINK = 200
 _SPOOL_IN_MEMORY_BYTES = 8 * 1024 * 1024
 _GZIP_MAGIC = b"\x1f\x8b"
+_NOT_NUL = re.compile(rb"[^\x00]")
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _REGULAR_TYPES = frozenset({tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE})
 
@@ -45,6 +62,10 @@ class ContextArchive:
     files: int
 
 
+def _shown(member: str) -> str:
+    return member if len(member) <= 200 else member[:200] + "..."
+
+
 class ArchiveTooLarge(PayloadTooLarge):
     """The upload is bigger than the master accepts; the fix is on the client (.stalwartignore)."""
 
@@ -53,10 +74,35 @@ class ArchiveTooLarge(PayloadTooLarge):
         self.size = size
         seen = f"{size} bytes" if size is not None else "larger than that"
         super().__init__(
-            f"context exceeds the limit of {max_bytes} bytes ({seen}); "
-            "list data, checkpoints and virtual environments in .stalwartignore",
-            extra={"max_bytes": max_bytes},
+            f"context exceeds the limit of {max_bytes} bytes ({seen}, "
+            f"{_SETTINGS['max_context_bytes']}); {_IGNORE_HINT}",
+            extra={
+                "max_bytes": max_bytes,
+                "limit": "max_context_bytes",
+                "max": max_bytes,
+                "setting": _SETTINGS["max_context_bytes"],
+            },
         )
+
+
+class ArchiveOverLimit(PayloadTooLarge):
+    """The archive unpacks past one of the operator's caps; the detail names the cap and its setting.
+
+    ``limit`` is the settings field (``context_max_members``); ``member`` the member being read.
+    """
+
+    title = "Context archive too large"
+
+    def __init__(self, limit: str, maximum: int, what: str, member: str | None = None) -> None:
+        self.limit = limit
+        self.maximum = maximum
+        self.member = member
+        setting = _SETTINGS[limit]
+        at = f" (at member {_shown(member)!r})" if member is not None else ""
+        extra: dict[str, Any] = {"limit": limit, "max": maximum, "setting": setting}
+        if member is not None:
+            extra["member"] = _shown(member)
+        super().__init__(f"context {what}{at}; the limit is {setting}={maximum}; {_IGNORE_HINT}", extra=extra)
 
 
 class UnsafeArchive(BadRequest):
@@ -66,11 +112,32 @@ class UnsafeArchive(BadRequest):
         self.member = member
         self.reason = reason
         # repr() quotes the name and escapes control characters, so the detail is safe to echo.
-        shown = member if len(member) <= 200 else member[:200] + "..."
+        shown = _shown(member)
         super().__init__(
             f"context member {shown!r} rejected: {reason}",
             title="Unsafe context archive",
             extra={"member": shown, "reason": reason},
+        )
+
+
+class UnsupportedContentType(DomainError):
+    """The body is declared as something other than a (gzip'd) tar."""
+
+    status = 415
+    slug = "unsupported-media-type"
+    title = "Unsupported media type"
+
+
+def check_content_type(header_value: str | None) -> None:
+    """Refuse a body declared as anything but gzip or raw bytes, before reading it."""
+    if header_value is None:
+        return
+    media_type = header_value.split(";", 1)[0].strip().lower()
+    if media_type not in ACCEPTED_CONTENT_TYPES:
+        raise UnsupportedContentType(
+            f"Content-Type {header_value[:100]!r} is not accepted; send the tar.gz as "
+            + ", ".join(ACCEPTED_CONTENT_TYPES),
+            extra={"accepted": list(ACCEPTED_CONTENT_TYPES)},
         )
 
 
@@ -90,15 +157,19 @@ async def receive_context(
     chunks: AsyncIterator[bytes],
     *,
     max_bytes: int,
+    content_type: str | None = None,
     spool_dir: str | None = None,
     max_members: int = DEFAULT_MAX_MEMBERS,
     max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES,
+    max_depth: int = DEFAULT_MAX_DEPTH,
 ) -> tuple[ContextArchive, bytes]:
     """Read an upload without ever holding more than ``max_bytes`` of it, then inspect it.
 
-    With ``spool_dir`` the body is spooled to a temporary file there once it outgrows a few MiB,
-    so many concurrent uploads do not all sit in memory while they arrive.
+    ``content_type`` is the request's header, checked before anything is read. With ``spool_dir``
+    the body is spooled to a temporary file there once it outgrows a few MiB, so many concurrent
+    uploads do not all sit in memory while they arrive.
     """
+    check_content_type(content_type)
     digest = hashlib.sha256()
     total = 0
     with tempfile.SpooledTemporaryFile(
@@ -114,7 +185,11 @@ async def receive_context(
         data = spool.read()
     # Decompressing up to max_unpacked_bytes is CPU work; keep it off the event loop.
     files = await asyncio.to_thread(
-        _count_files, data, max_members=max_members, max_unpacked_bytes=max_unpacked_bytes
+        _count_files,
+        data,
+        max_members=max_members,
+        max_unpacked_bytes=max_unpacked_bytes,
+        max_depth=max_depth,
     )
     return ContextArchive(sha256=digest.hexdigest(), size=total, files=files), data
 
@@ -124,33 +199,41 @@ def inspect_context(
     *,
     max_members: int = DEFAULT_MAX_MEMBERS,
     max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES,
+    max_depth: int = DEFAULT_MAX_DEPTH,
 ) -> ContextArchive:
     """Check every member of a tar or tar.gz and describe the archive, or refuse it whole."""
-    files = _count_files(data, max_members=max_members, max_unpacked_bytes=max_unpacked_bytes)
+    files = _count_files(
+        data, max_members=max_members, max_unpacked_bytes=max_unpacked_bytes, max_depth=max_depth
+    )
     return ContextArchive(sha256=hashlib.sha256(data).hexdigest(), size=len(data), files=files)
 
 
-def _count_files(data: bytes, *, max_members: int, max_unpacked_bytes: int) -> int:
+@dataclass(frozen=True)
+class _Caps:
+    unpacked_bytes: int
+    members: int
+    depth: int
+
+
+def _count_files(data: bytes, *, max_members: int, max_unpacked_bytes: int, max_depth: int) -> int:
     if not data:
         raise BadRequest("context is empty; expected a tar or tar.gz archive")
-    raw: io.BufferedIOBase = io.BytesIO(data)
-    if data.startswith(_GZIP_MAGIC):
-        raw = gzip.GzipFile(fileobj=raw, mode="rb")
-    budget = max_members * _HEADER_BUDGET_PER_MEMBER + _HEADER_BUDGET + max_unpacked_bytes
-    stream = _BoundedStream(raw, budget)
+    caps = _Caps(max_unpacked_bytes, max_members, max_depth)
+    source = _Gunzip(data).read if data.startswith(_GZIP_MAGIC) else _Plain(data).read
+    stream = _TarStream(source, caps.unpacked_bytes)
     with _open_tar(stream) as archive:
         try:
-            files, links = _check_members(archive, max_members, max_unpacked_bytes)
+            files, links = _check_members(archive, caps)
             _check_end_of_archive(archive, stream)
         except (tarfile.TarError, OSError, EOFError, zlib.error, ValueError) as exc:
             raise _corrupt(exc) from None
-    _check_links(links)
+    _check_links(links, caps)
     return files
 
 
-def _open_tar(stream: _BoundedStream) -> tarfile.TarFile:
+def _open_tar(stream: _TarStream) -> tarfile.TarFile:
     try:
-        return tarfile.open(fileobj=stream, mode="r:")
+        return tarfile.open(fileobj=stream, mode="r:")  # type: ignore[call-overload]
     except tarfile.ReadError as exc:
         if str(exc).startswith("zlib error"):  # tarfile's wording for a corrupt deflate stream
             raise _corrupt(exc) from None
@@ -163,25 +246,72 @@ def _corrupt(exc: BaseException) -> BadRequest:
     return BadRequest(f"context archive is truncated or corrupt ({type(exc).__name__}: {exc})")
 
 
-class _BoundedStream(io.RawIOBase):
-    """The decompressed tar stream, cut off where no honest archive of the allowed size reaches.
+class _Plain:
+    """An uncompressed tar, read a piece at a time like the compressed kind."""
 
-    Member sizes are checked from their headers before tarfile seeks past the data, but header
-    extensions (pax, GNU long names, sparse maps) are read whole and are not counted as data, so
-    this is what stops a small upload from making the master decompress or buffer gigabytes.
+    def __init__(self, data: bytes) -> None:
+        self._data = memoryview(data)
+        self._offset = 0
+
+    def read(self, size: int) -> bytes:
+        piece = bytes(self._data[self._offset : self._offset + size])
+        self._offset += len(piece)
+        return piece
+
+
+class _Gunzip:
+    """A gzip file's decompressed bytes, produced only as they are asked for.
+
+    Like ``gzip`` it reads concatenated members and zero padding between them, and zlib checks each
+    member's CRC and length; unlike ``GzipFile`` it never rewinds and never inflates more than asked.
     """
 
-    def __init__(self, inner: io.BufferedIOBase, limit: int) -> None:
-        super().__init__()
-        self._inner = inner
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self._offset = 0
+        self._inflater: Any = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        self._finished = False
+
+    def read(self, size: int) -> bytes:
+        while not self._finished:
+            if self._inflater.eof:
+                self._next_member()
+                continue
+            compressed = self._inflater.unconsumed_tail
+            if not compressed:
+                compressed = self._data[self._offset : self._offset + _COMPRESSED_CHUNK]
+                self._offset += len(compressed)
+                if not compressed:
+                    raise EOFError("compressed data ended before the end-of-stream marker")
+            out: bytes = self._inflater.decompress(compressed, size)
+            if out:
+                return out
+        return b""
+
+    def _next_member(self) -> None:
+        end = self._offset - len(self._inflater.unused_data)
+        found = _NOT_NUL.search(self._data, end)
+        if found is None:
+            self._finished = True
+            return
+        self._offset = found.start()
+        self._inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+
+
+class _TarStream:
+    """The uncompressed tar stream as tarfile reads it, refused the moment it passes ``limit`` bytes.
+
+    Member sizes are checked from their headers before tarfile skips their data, but header
+    extensions (pax, GNU long names, sparse maps) are not file data, so this is what finally stops
+    a small upload from making the master decompress or buffer gigabytes.
+    """
+
+    def __init__(self, source: Callable[[int], bytes], limit: int) -> None:
+        self._source = source
         self._limit = limit
-        self._position = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
+        self._position = 0  # where tarfile is
+        self._end = 0  # how much the source has given
+        self._recent = b""  # its last bytes, for the one short seek back tarfile makes
 
     def tell(self) -> int:
         return self._position
@@ -191,23 +321,40 @@ class _BoundedStream(io.RawIOBase):
             size = _MAX_HEADER_READ
         if size > _MAX_HEADER_READ:
             raise BadRequest(f"context archive has a header larger than {_MAX_HEADER_READ} bytes")
-        self._guard(self._position + size)
-        data = self._inner.read(size)
-        self._position += len(data)
-        return data
+        again = b""
+        if self._position < self._end:
+            start = len(self._recent) - (self._end - self._position)
+            again = self._recent[start : start + size]
+            self._position += len(again)
+        fresh = self._take(size - len(again)) if size > len(again) else b""
+        self._position += len(fresh)
+        return again + fresh
 
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        if whence == io.SEEK_CUR:
-            offset += self._position
-        elif whence != io.SEEK_SET:
-            raise io.UnsupportedOperation("only absolute and relative seeks")
-        self._guard(offset)
-        self._position = self._inner.seek(offset)
+    def seek(self, offset: int, whence: int = 0) -> int:
+        target = offset + (self._position if whence == 1 else 0)
+        if whence not in (0, 1) or target < self._end - len(self._recent):
+            raise OSError("the context stream only seeks forward")
+        self._position = min(target, self._end)
+        while self._position < target and (skipped := self._take(min(target - self._position, _SKIP_CHUNK))):
+            self._position += len(skipped)
         return self._position
 
-    def _guard(self, end: int) -> None:
-        if end > self._limit:
-            raise BadRequest(f"context archive unpacks to more than {self._limit} bytes")
+    def _take(self, size: int) -> bytes:
+        """Up to ``size`` new bytes (fewer only at the end); never more than one past the cap."""
+        pieces: list[bytes] = []
+        got = 0
+        wanted = min(size, self._limit + 1 - self._end)
+        while got < wanted and (piece := self._source(wanted - got)):
+            pieces.append(piece)
+            got += len(piece)
+        self._end += got
+        if self._end > self._limit:
+            raise ArchiveOverLimit(
+                "context_max_unpacked_bytes", self._limit, f"unpacks to more than {self._limit} bytes"
+            )
+        data = b"".join(pieces)
+        self._recent = (self._recent + data[-_LOOKBACK:])[-_LOOKBACK:]
+        return data
 
 
 def _check_members(

@@ -148,7 +148,9 @@ class WorkspaceMember(Base):
     workspace_id: Mapped[int] = mapped_column(
         ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True
     )
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
     role: Mapped[str] = mapped_column(String(16))
 
 
@@ -205,7 +207,10 @@ class Experiment(Base):
     original_config: Mapped[str] = mapped_column(Text)
     owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
     project_id: Mapped[int] = mapped_column(
-        ForeignKey("projects.id"), index=True, default=DEFAULT_PROJECT_ID, server_default=str(DEFAULT_PROJECT_ID)
+        ForeignKey("projects.id"),
+        index=True,
+        default=DEFAULT_PROJECT_ID,
+        server_default=str(DEFAULT_PROJECT_ID),
     )
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("experiments.id", ondelete="SET NULL"))
     context_sha256: Mapped[str | None] = mapped_column(ForeignKey("contexts.sha256"), index=True)
@@ -475,7 +480,10 @@ class Model(Base):
     )
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
     project_id: Mapped[int] = mapped_column(
-        ForeignKey("projects.id"), index=True, default=DEFAULT_PROJECT_ID, server_default=str(DEFAULT_PROJECT_ID)
+        ForeignKey("projects.id"),
+        index=True,
+        default=DEFAULT_PROJECT_ID,
+        server_default=str(DEFAULT_PROJECT_ID),
     )
     created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[dt.datetime] = mapped_column(server_default=func.now(), onupdate=func.now())

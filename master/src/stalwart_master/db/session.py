@@ -19,6 +19,8 @@ def get_engine(url: str | None = None) -> Engine:
         url or settings.database.sqlalchemy_url,
         pool_size=settings.database.pool_size,
         pool_pre_ping=True,  # survive a PostgreSQL restart without handing out dead connections
+        # Errors and echo never quote bound values: they are configs with secrets, tokens, user text.
+        hide_parameters=True,
         future=True,
     )
 

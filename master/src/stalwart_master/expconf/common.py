@@ -13,6 +13,12 @@ ERROR_TYPE = "stalwart"
 
 Loc = tuple[str | int, ...]
 
+# Where a config integer ends up: INTEGER columns (ids, counts), BIGINT ones (steps, bytes), and
+# JSON that every reader must parse back exactly.
+INT32_MAX = 2**31 - 1
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+
 
 class Section(BaseModel):
     """Base of every config model: unknown keys are errors and YAML types are taken as written.

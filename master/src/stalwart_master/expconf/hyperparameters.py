@@ -6,12 +6,13 @@ mapping is a group of further hyperparameters, and everything else (scalars, lis
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Self, TypeAlias
 
 from pydantic import BaseModel, Discriminator, Field, Tag, model_validator
 from typing_extensions import TypeAliasType
 
-from stalwart_master.expconf.common import Loc, Section, field_error
+from stalwart_master.expconf.common import INT64_MAX, INT64_MIN, Loc, Section, field_error
 
 HYPERPARAMETER_TYPES = ("const", "int", "double", "log", "categorical")
 NUMERIC_TYPES = ("int", "double", "log")
@@ -32,14 +33,29 @@ class ConstHyperparameter(Section):
 def _check_range(minval: float, maxval: float) -> None:
     if minval >= maxval:
         raise field_error(("minval",), "must be less than maxval", minval)
+    # Sampling and grid spacing compute maxval - minval; it must not overflow to inf.
+    if not math.isfinite(float(maxval) - float(minval)):
+        raise field_error(
+            ("maxval",), "is too far from minval: maxval - minval must be a finite number", maxval
+        )
+
+
+def _finite_power(base: float, exponent: float) -> bool:
+    try:
+        return math.isfinite(base**exponent)
+    except OverflowError:
+        return False
+
+
+Int64 = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)]
 
 
 class IntHyperparameter(Section):
     """An integer drawn from ``minval``..``maxval``, both ends included."""
 
     type: Literal["int"]
-    minval: int
-    maxval: int
+    minval: Int64
+    maxval: Int64
     count: Count = None
 
     @model_validator(mode="after")
@@ -76,6 +92,9 @@ class LogHyperparameter(Section):
         _check_range(self.minval, self.maxval)
         if self.base == 1:
             raise field_error(("base",), "must not be 1", self.base)
+        for end in ("minval", "maxval"):
+            if not _finite_power(self.base, getattr(self, end)):
+                raise field_error((end,), f"base ** {end} must be a finite number", getattr(self, end))
         return self
 
 

@@ -4,7 +4,9 @@
 billions of nodes ("billion laughs"), and its composer recurses once per nesting level. Both are
 refused here *while composing*: a running count of values, where an alias counts as the whole
 subtree it stands for, stops a bomb after a few dozen events, before anything walks the expansion.
-Construction is ``yaml.SafeConstructor`` (no Python objects), minus tags JSON cannot hold.
+Construction is ``yaml.SafeConstructor`` (no Python objects), minus tags JSON cannot hold, and an
+integer literal is only computed when it is short: base-60 literals (``1:0:0:...``) cost quadratic
+time, and Python refuses to print an integer of more than 4,300 digits.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from yaml.resolver import Resolver
 from yaml.scanner import Scanner
 
 from stalwart_master.errors import BadRequest
+from stalwart_master.expconf.common import INT64_MAX
 
 try:
     from yaml.cyaml import CParser
@@ -33,6 +36,13 @@ MAX_DEPTH = 64
 # A large real config has a few hundred values; the cap bounds the CPU one request can cost.
 MAX_NODES = 20_000
 MAX_ALIASES = 1_000
+
+# Longer literals (sign and underscores aside) are not computed; 64 bits need at most 66 characters
+# in any YAML notation (0b and 64 binary digits).
+MAX_INT_LITERAL = 70
+# What such a literal loads as: a value just outside 64 bits with the literal's sign, which every
+# bound refuses, so the error names the field (parse.py) instead of this loader.
+TOO_LONG_INT = INT64_MAX + 1
 
 _TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
 # Tags whose values are not JSON-able (bytes, sets, ordered pairs, datetimes); a config has no use
@@ -102,6 +112,21 @@ class _Limits(Composer):  # type: ignore[misc,unused-ignore]
 class _Constructor(SafeConstructor):  # type: ignore[misc,unused-ignore]
     """SafeConstructor that refuses repeated keys and values JSON cannot hold."""
 
+    def construct_object(self, node: Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, KeyError, IndexError):
+            # An explicit tag on text it cannot read (``!!int abc``, ``!!bool maybe``).
+            shown = str(node.value)[:40] if isinstance(node, ScalarNode) else node.id
+            kind = str(node.tag).rsplit(":", 1)[-1]
+            raise ConstructorError(None, None, f"{shown!r} is not a valid {kind}", node.start_mark) from None
+
+    def construct_yaml_int(self, node: ScalarNode) -> int:
+        text = str(self.construct_scalar(node)).replace("_", "")
+        if len(text.lstrip("+-")) > MAX_INT_LITERAL:
+            return -TOO_LONG_INT - 1 if text.startswith("-") else TOO_LONG_INT
+        return super().construct_yaml_int(node)  # type: ignore[no-any-return,unused-ignore]
+
     def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
         # A repeated key silently overwrites in PyYAML; in a config that hides a mistake.
         seen: set[tuple[str, str]] = set()
@@ -122,6 +147,7 @@ def _refuse_tag(loader: SafeConstructor, node: Node) -> Any:
 
 for _name in _REFUSED_TAGS:
     _Constructor.add_constructor(f"tag:yaml.org,2002:{_name}", _refuse_tag)
+_Constructor.add_constructor("tag:yaml.org,2002:int", _Constructor.construct_yaml_int)
 
 
 class _Resolver(Resolver):  # type: ignore[misc,unused-ignore]
@@ -181,6 +207,9 @@ def load_yaml(
     max_aliases: int = MAX_ALIASES,
 ) -> Any:
     """Parse one YAML document safely; raise ``BadRequest`` for bad syntax or anything too big.
+
+    An integer literal longer than ``MAX_INT_LITERAL`` characters loads as ``TOO_LONG_INT`` (or its
+    negative), outside the 64 bits a config may hold.
 
     >>> load_yaml("searcher: {name: single}")
     {'searcher': {'name': 'single'}}

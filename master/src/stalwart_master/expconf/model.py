@@ -19,6 +19,7 @@ from pydantic import (
     Field,
     SerializerFunctionWrapHandler,
     Tag,
+    TypeAdapter,
     ValidationError,
     ValidatorFunctionWrapHandler,
     model_serializer,
@@ -26,10 +27,24 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from stalwart_master.expconf.common import Loc, Section, check, custom_error, field_error, field_errors
+from stalwart_master.expconf.common import (
+    INT32_MAX,
+    INT64_MAX,
+    Loc,
+    Section,
+    check,
+    custom_error,
+    field_error,
+    field_errors,
+)
 from stalwart_master.expconf.hyperparameters import NUMERIC_TYPES, Hyperparameters, iter_specs
 
-MAX_SEED = 2**31 - 1
+MAX_SEED = INT32_MAX
+# Trials are placed whole on one agent; no machine has more slots than this.
+MAX_SLOTS_PER_TRIAL = 1024
+MAX_RESTARTS = 1_000_000
+# divisor ** 63 (64 rungs) must stay a finite float.
+MAX_DIVISOR = 1000
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b?)\s*\Z", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
@@ -73,9 +88,9 @@ PERIOD_UNITS = ("batches", "epochs", "records")
 class Period(Section):
     """A training length in exactly one unit, e.g. ``{batches: 1000}``."""
 
-    batches: int | None = Field(default=None, ge=0)
-    epochs: int | None = Field(default=None, ge=0, description="Needs records_per_epoch > 0.")
-    records: int | None = Field(default=None, ge=0)
+    batches: int | None = Field(default=None, ge=0, le=INT64_MAX)
+    epochs: int | None = Field(default=None, ge=0, le=INT64_MAX, description="Needs records_per_epoch > 0.")
+    records: int | None = Field(default=None, ge=0, le=INT64_MAX)
 
     @model_validator(mode="after")
     def _exactly_one_unit(self) -> Self:
@@ -118,9 +133,9 @@ class _SearcherBase(Section):
     name: str  # narrowed to a Literal by each searcher; declared here so it comes first in the data
     metric: NonBlank = Field(description="Validation metric the searcher optimises.")
     smaller_is_better: bool = True
-    max_concurrent_trials: int = Field(default=16, ge=0, description="0 means no limit.")
+    max_concurrent_trials: int = Field(default=16, ge=0, le=INT32_MAX, description="0 means no limit.")
     source_trial_id: int | None = Field(
-        default=None, ge=1, description="Warm-start every trial from this trial."
+        default=None, ge=1, le=INT32_MAX, description="Warm-start every trial from this trial."
     )
     source_checkpoint_uuid: Annotated[str, check(_is_uuid, "must be a checkpoint UUID")] | None = Field(
         default=None, description="Warm-start every trial from this checkpoint."
@@ -156,18 +171,18 @@ class RandomSearcher(_SearcherBase):
     """``max_trials`` trials with independently sampled hyperparameters."""
 
     name: Literal["random"]
-    max_trials: int = Field(ge=1)
+    max_trials: int = Field(ge=1, le=INT32_MAX)
 
 
 class AdaptiveASHASearcher(_SearcherBase):
     """Random sampling plus early stopping of the weaker trials (asynchronous successive halving)."""
 
     name: Literal["adaptive_asha"]
-    max_trials: int = Field(ge=1)
+    max_trials: int = Field(ge=1, le=INT32_MAX)
     time_metric: NonBlank = Field(description="Metric that measures how far a trial has trained.")
-    max_time: int = Field(ge=1, description="Value of time_metric at which a trial is done.")
+    max_time: int = Field(ge=1, le=INT64_MAX, description="Value of time_metric at which a trial is done.")
     mode: Literal["standard", "aggressive", "conservative"] = "standard"
-    divisor: float = Field(default=4.0, gt=1)
+    divisor: float = Field(default=4.0, gt=1, le=MAX_DIVISOR)
     # Bounded: each rung is kept in the searcher's state, and past ~30 rungs the first is tiny.
     max_rungs: int = Field(default=5, ge=1, le=64)
     bracket_rungs: list[Annotated[int, Field(ge=1, le=64)]] = Field(default_factory=list, max_length=64)
@@ -186,11 +201,13 @@ STORAGE_TYPES = ("shared_fs", "s3", "directory")
 class _StorageBase(Section):
     type: str  # narrowed to a Literal by each storage type; declared here so it comes first
     save_experiment_best: int = Field(
-        default=0, ge=0, description="Keep the N best checkpoints of the experiment."
+        default=0, ge=0, le=INT32_MAX, description="Keep the N best checkpoints of the experiment."
     )
-    save_trial_best: int = Field(default=1, ge=0, description="Keep the N best checkpoints of each trial.")
+    save_trial_best: int = Field(
+        default=1, ge=0, le=INT32_MAX, description="Keep the N best checkpoints of each trial."
+    )
     save_trial_latest: int = Field(
-        default=1, ge=0, description="Keep the N latest checkpoints of each trial."
+        default=1, ge=0, le=INT32_MAX, description="Keep the N latest checkpoints of each trial."
     )
     compression: Literal["none", "zstd"] = Field(
         default="none", description="Compress checkpoint chunks (zstd pays off for sparse or int data)."
@@ -236,7 +253,66 @@ class DirectoryStorage(_StorageBase):
     container_path: Annotated[str, check(_is_absolute, "must be an absolute path")]
 
 
-CheckpointStorage = Annotated[SharedFSStorage | S3Storage | DirectoryStorage, Field(discriminator="type")]
+_STORAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+class NamedStorage(_StorageBase):
+    """A storage the cluster's operator defined (``STALWART_STORAGE_NAMED``), picked by name.
+
+    The master fills in its location and credentials for the runs of this experiment only; the
+    experiment's config keeps just the name and its own GC policy and chunking.
+    """
+
+    type: Literal["named"]
+    name: Annotated[
+        str,
+        check(
+            lambda n: bool(_STORAGE_NAME.fullmatch(n)),
+            "must be 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit",
+        ),
+    ]
+
+
+LocatedStorage = Annotated[SharedFSStorage | S3Storage | DirectoryStorage, Field(discriminator="type")]
+#: Keys that say where checkpoints go and with which credentials, as opposed to how (policy, chunking).
+LOCATION_KEYS = tuple(
+    dict.fromkeys(
+        key
+        for model in (SharedFSStorage, S3Storage, DirectoryStorage)
+        for key in model.model_fields
+        if key not in _StorageBase.model_fields
+    )
+)
+_LOCATED = TypeAdapter(LocatedStorage)
+
+
+def _pick_named(value: Any) -> Any:
+    """``{name: x}`` is a named storage: its location comes from the operator's definition, so the
+    location keys cluster defaults merged in beside the name are dropped."""
+    if isinstance(value, dict) and "name" in value:
+        return {**{k: v for k, v in value.items() if k not in LOCATION_KEYS}, "type": "named"}
+    return value
+
+
+CheckpointStorage = Annotated[
+    SharedFSStorage | S3Storage | DirectoryStorage | NamedStorage,
+    Field(discriminator="type"),
+    BeforeValidator(_pick_named),
+]
+
+
+def validate_named_storage(name: str, storage: Any) -> dict[str, Any]:
+    """An operator's named storage checked like an experiment's own; raises ``ValueError``."""
+    if not _STORAGE_NAME.fullmatch(name):
+        raise ValueError(f"storage name {name!r} must be 1-128 letters, digits, '.', '_' or '-'")
+    try:
+        return dict(_LOCATED.validate_python(storage).model_dump(mode="json"))
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in err['loc'][1:]) or 'type'}: {err['msg']}"
+            for err in exc.errors(include_url=False)
+        )
+        raise ValueError(f"named storage {name!r}: {problems}") from None
 
 
 # --- resources --------------------------------------------------------------------------------------
@@ -251,24 +327,33 @@ def _parse_size(value: Any) -> Any:
             raise custom_error("must not be negative")
         return value
     if isinstance(value, str) and (match := _SIZE.match(value)):
-        return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+        size = float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
+        # A long run of digits reads as inf, which int() cannot take.
+        if size > INT64_MAX:
+            raise custom_error(f"must be at most {INT64_MAX} bytes")
+        return int(size)
     raise custom_error("must be a number of bytes or a size such as 4G")
 
 
 class Resources(Section):
     """What each trial needs and how the experiment shares the cluster."""
 
-    slots_per_trial: int = Field(default=1, ge=0, description="Slots (GPUs) per trial; 0 runs on CPU.")
-    resource_pool: NonBlank = "default"
+    slots_per_trial: int = Field(
+        default=1, ge=0, le=MAX_SLOTS_PER_TRIAL, description="Slots (GPUs) per trial; 0 runs on CPU."
+    )
+    # The allocations table holds at most 128 characters of pool name.
+    resource_pool: Annotated[
+        str, Field(max_length=128), check(lambda s: s.strip() != "", "must not be empty")
+    ] = "default"
     priority: int | None = Field(
         default=None, ge=1, le=99, description="Lower runs first; unset = pool default."
     )
     max_slots: int | None = Field(
-        default=None, ge=1, description="Cap on slots used by the whole experiment."
+        default=None, ge=1, le=INT32_MAX, description="Cap on slots used by the whole experiment."
     )
     weight: float = Field(default=1.0, gt=0, description="Fair-share weight.")
     shm_size: Annotated[int | None, BeforeValidator(_parse_size)] = Field(
-        default=None, description="Size of /dev/shm in bytes; a string like 4G is accepted."
+        default=None, le=INT64_MAX, description="Size of /dev/shm in bytes; a string like 4G is accepted."
     )
 
 
@@ -416,17 +501,20 @@ class ExperimentConfig(Section):
         default=None, description="Also checkpoint every this many minutes of training (wall clock)."
     )
     max_restarts: int = Field(
-        default=5, ge=0, description="Retries of a failed trial from its latest checkpoint."
+        default=5, ge=0, le=MAX_RESTARTS, description="Retries of a failed trial from its latest checkpoint."
     )
     preemption_timeout: int | None = Field(
         default=None,
         gt=0,
+        le=INT32_MAX,
         description="Seconds a preempted trial gets to checkpoint and exit before it is killed "
         "(it then resumes from its latest checkpoint); unset: the cluster's, 300 by default.",
     )
     environment: Environment = Field(default_factory=Environment)
     reproducibility: Reproducibility = Field(default_factory=Reproducibility)
-    records_per_epoch: int = Field(default=0, ge=0, description="Needed to express periods in epochs.")
+    records_per_epoch: int = Field(
+        default=0, ge=0, le=INT64_MAX, description="Needed to express periods in epochs."
+    )
     data: dict[str, Any] = Field(default_factory=dict, description="Free-form data for the training code.")
 
     @model_validator(mode="wrap")

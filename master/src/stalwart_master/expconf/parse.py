@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from stalwart_master.errors import BadRequest, FieldError, Invalid, PayloadTooLarge
+from stalwart_master.expconf.common import INT64_MAX, INT64_MIN
 from stalwart_master.expconf.loader import load_yaml
 from stalwart_master.expconf.messages import field_errors_from
 from stalwart_master.expconf.model import MAX_SEED, ExperimentConfig
@@ -67,15 +68,42 @@ def _fill_seed(config: dict[str, Any]) -> None:
         repro["experiment_seed"] = secrets.randbelow(MAX_SEED + 1)
 
 
-def _non_finite(value: Any, path: tuple[str, ...] = ()) -> list[str]:
-    """Paths of NaN or infinite numbers, which JSONB (and JSON) cannot store."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return [".".join(path)]
+INT_OUT_OF_RANGE = f"must be an integer from {INT64_MIN} to {INT64_MAX} (quote bigger numbers)"
+
+
+def _value_problem(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return None if INT64_MIN <= value <= INT64_MAX else INT_OUT_OF_RANGE
+    if isinstance(value, float):
+        return None if math.isfinite(value) else "must be a finite number"
+    if isinstance(value, str) and "\x00" in value:
+        return "must not contain NUL characters"
+    return None
+
+
+def _unstorable(value: Any, path: tuple[str, ...] = ()) -> list[FieldError]:
+    """Values that PostgreSQL's JSONB and TEXT, or a JSON reader, cannot take back exactly.
+
+    NaN and infinities, integers beyond 64 bits (the loader also turns literals too long to compute
+    into such integers) and NUL characters, in values and in keys; a bad key is reported at its
+    mapping, since the key itself cannot be shown.
+    """
+    here = ".".join(path)
     if isinstance(value, dict):
-        return [p for k, v in value.items() for p in _non_finite(v, (*path, str(k)))]
+        found: list[FieldError] = []
+        for key, item in value.items():
+            problem = _value_problem(key)
+            if problem is not None:
+                found.append(FieldError(here, f"a key {problem}"))
+            else:
+                found += _unstorable(item, (*path, str(key)))
+        return found
     if isinstance(value, list):
-        return [p for i, v in enumerate(value) for p in _non_finite(v, (*path, str(i)))]
-    return []
+        return [e for i, item in enumerate(value) for e in _unstorable(item, (*path, str(i)))]
+    problem = _value_problem(value)
+    return [FieldError(here, problem)] if problem is not None else []
 
 
 def _validate(config: dict[str, Any]) -> ExperimentConfig:
@@ -85,11 +113,13 @@ def _validate(config: dict[str, Any]) -> ExperimentConfig:
         model = ExperimentConfig.model_validate(config)
     except ValidationError as exc:
         errors = field_errors_from(exc)
-    # Typed fields already reject NaN; this catches the free-form ones (data, constants, vals).
+    # Typed fields already reject most of these with their own bounds; this catches the free-form
+    # ones (data, constants, vals) and whatever a typed field's rule lets through.
     reported = {e.path for e in errors}
-    for path in _non_finite(config):
+    for error in _unstorable(config):
+        path = error.path
         if not any(path == p or path.startswith(f"{p}.") for p in reported):
-            errors.append(FieldError(path, "must be a finite number"))
+            errors.append(error)
     if errors or model is None:
         raise Invalid(errors, title=INVALID_TITLE)
     return model

@@ -8,7 +8,11 @@ Order inside a run, each step safe to repeat after a crash:
 1. lock the rows to delete; 2. delete their manifests (already gone counts as done);
 3. mark them DELETED and commit; 4. sweep chunks no manifest references; 5. mark the requests done.
 A checkpoint is never DELETED while its manifest may still exist, and a crash after 3 leaves at
-worst chunks that the redelivered run (which sweeps every storage of the experiment) removes.
+worst chunks that the redelivered run (which sweeps the experiment's storage) removes.
+
+A run touches one storage: the experiment's, as ``services/storage.py`` resolves it from the
+experiment's config (or the operator's named storage), never what a checkpoint row says, and only
+once ``check_reachable`` allows it. A refused storage ends the run with nothing deleted.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from stalwart_master.db.orm import Checkpoint, Experiment, GCRequest, utcnow
 from stalwart_master.db.session import session_factory, unit_of_work
 from stalwart_master.jobs.app import celery_app
 from stalwart_master.services import gc as gc_service
+from stalwart_master.services import storage as storage_service
 from stalwart_master.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -89,6 +94,8 @@ def gc_checkpoints(self, request_id: int) -> dict[str, Any] | None:  # type: ign
     except GCBusy as exc:
         log.info("GC request %s: %s; retrying in %.0fs", request_id, exc, settings.gc.busy_retry_seconds)
         raise self.retry(exc=exc, countdown=settings.gc.busy_retry_seconds, max_retries=1000) from exc
+    except storage_service.StorageRefused:
+        return None  # recorded on the requests; retrying cannot make the storage allowed
     except StorageError as exc:
         # Left undone: after the last retry the master's republisher tries again much later.
         countdown = min(300, 10 * 2**self.request.retries)
@@ -158,21 +165,42 @@ def _collect_locked(
     by_policy = any(uuids is None for _, uuids, _ in pending)
     explicit = {u for _, uuids, _ in pending for u in uuids or ()}
     failures: list[str] = []
+    refused: storage_service.StorageRefused | None = None
     with sessions.begin() as session:
         experiment = session.get(Experiment, experiment_id)
         if experiment is None:
             return None  # deleted meanwhile; its requests went with it
+        try:
+            storage = storage_service.experiment_storage(experiment.config)
+            storage_service.check_reachable(storage)
+        except (storage_service.StorageRefused, storage_service.UnknownStorage) as exc:
+            log.error("experiment %s: GC refused, nothing deleted: %s", experiment_id, exc)
+            gc_service.finish_requests(session, ids, error=f"refused: {exc}", give_up=True)
+            refused = storage_service.StorageRefused(str(exc))
+    if refused is not None:
+        raise refused
+    with sessions.begin() as session:
+        experiment = session.get(Experiment, experiment_id)
+        if experiment is None:
+            return None
         doomed = gc_service.lock_doomed(session, experiment, by_policy=by_policy, explicit=explicit)
-        groups: dict[str, tuple[dict[str, Any], list[Checkpoint]]] = {}
         for checkpoint in doomed:
-            key = gc_service.storage_key(checkpoint.storage)
-            groups.setdefault(key, (checkpoint.storage, []))[1].append(checkpoint)
+            if not storage_service.same_location(checkpoint.storage, storage):
+                # Only the experiment's own storage is touched: the manifest is deleted there (gone
+                # counts as deleted), wherever the row claims the checkpoint went.
+                log.warning(
+                    "experiment %s: checkpoint %s claims storage %s; deleting it from the experiment's %s",
+                    experiment_id,
+                    checkpoint.uuid,
+                    storage_service.location(checkpoint.storage),
+                    storage_service.location(storage),
+                )
         confirmed: list[Checkpoint] = []
-        for config, checkpoints in groups.values():
+        if doomed:
             try:
-                with _opened(config) as storage:
-                    delete_manifests(storage, [str(c.uuid) for c in checkpoints])
-                confirmed.extend(checkpoints)
+                with _opened(storage) as backend:
+                    delete_manifests(backend, [str(c.uuid) for c in doomed])
+                confirmed = doomed
             except StorageError as exc:
                 failures.append(str(exc))
         if confirmed and pause_seconds:
@@ -182,18 +210,14 @@ def _collect_locked(
             time.sleep(pause_seconds)
         gc_service.mark_deleted(session, confirmed)
         outcome.deleted = [c.uuid for c in confirmed]
-        # A retried run sweeps every storage: the crashed one may have died before its sweep.
+        # A retried run sweeps too: the crashed one may have died before its sweep.
         retried = any(attempts > 1 for _, _, attempts in pending)
-        to_sweep = (
-            gc_service.storages_of(session, experiment_id)
-            if retried or sweep_again
-            else {gc_service.storage_key(c.storage): c.storage for c in confirmed}
-        )
+        sweep = bool(confirmed) or retried or sweep_again
     young = 0
-    for config in to_sweep.values():
+    if sweep:
         try:
-            with _opened(config) as storage:
-                report = sweep_chunks(storage, grace_seconds=grace_seconds)
+            with _opened(storage) as backend:
+                report = sweep_chunks(backend, grace_seconds=grace_seconds)
             young += report.young
             outcome.chunks_deleted += report.deleted
             outcome.bytes_freed += report.bytes_freed
@@ -235,11 +259,13 @@ def _sweep_later(sessions: sessionmaker[Session], experiment_id: int, grace_seco
 
 @contextmanager
 def _opened(config: dict[str, Any]) -> Iterator[StorageBackend]:
-    """``open_storage`` that refuses a filesystem root this host lacks, and closes the backend.
+    """``open_storage`` for storage the master may touch, refusing a filesystem root this host
+    lacks, and closing the backend.
 
     Deleting from a missing directory "succeeds" (missing counts as deleted), which would mark
     checkpoints DELETED whose files live on a mount this worker does not have.
     """
+    storage_service.check_reachable(config)
     storage = open_storage(config)
     try:
         root = getattr(storage, "root", None)

@@ -4,6 +4,12 @@ Each component runs as a background process in its own session, with a pid file 
 ``<data_dir>/run/`` and a log in ``<data_dir>/logs/``. Pid files are the only record of what ``up``
 started, and every one is verified (create time) before it is trusted, so ``down`` never signals a
 process that merely inherited a recycled pid.
+
+The data dir is private: mode 0700 (0711 as root, so that the PostgreSQL and trial users can pass
+through to their own subdirectories), ``run/`` and ``logs/`` 0700, every log and every secret
+(``admin-password``, ``agent-tokens/*``, ``postgres/password``, ``redis/password``) 0600. As root,
+trials run as an unprivileged user (``--trial-user``, default TRIAL_SYSTEM_USER) that owns
+``checkpoints/`` and can read none of those.
 """
 
 from __future__ import annotations
@@ -11,7 +17,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pwd
 import signal
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +30,7 @@ import httpx
 import psutil
 
 from stalwart_master.local.embedded import (
+    ensure_system_user,
     is_postmaster_for,
     is_redis_server,
     start_postgres,
@@ -36,10 +45,13 @@ from stalwart_master.local.process import (
     file_lock,
     is_alive,
     log_tail,
+    owner_only_dir,
     port_is_free,
+    read_secret,
     spawn,
     stop_process,
     wait_until,
+    write_secret,
 )
 
 log = logging.getLogger(__name__)
@@ -51,11 +63,25 @@ MASTER_START_TIMEOUT_S = 120.0
 WORKER_READY_TIMEOUT_S = 30.0
 _STOP_TIMEOUT_S = {"worker": 60.0, "master": 30.0, "redis": 30.0, "postgres": 60.0}
 AGENT_STOP_TIMEOUT_S = 30.0
-AGENT_TOKEN_FILE = "agent-token"
+# As root, trials run as this system user (created like the PostgreSQL one) unless told otherwise.
+TRIAL_SYSTEM_USER = "stalwart-trial"
+# Run as the trial user: it must import the trial runner and write checkpoints (argv[1]).
+_TRIAL_USER_PROBE = (
+    "import os, sys, stalwart.exec.run; sys.exit(0 if os.access(sys.argv[1], os.W_OK | os.X_OK) else 3)"
+)
+
+
+# A server an earlier version started with no password, found still running.
+_NO_PASSWORD = "{}: accepts connections without a password until it is restarted (down, then up)"
 
 
 def agent_names(count: int) -> list[str]:
     return [f"agent-{i}" for i in range(count)]
+
+
+def agent_id(name: str) -> str:
+    """The id a local agent registers with, and the one its token is bound to."""
+    return f"local-{name}"
 
 
 ComponentState = Literal["running", "stopped", "stale", "external"]
@@ -83,13 +109,18 @@ class ComponentStatus:
 
 @dataclass
 class ClusterStatus:
-    """What ``up``/``down``/``status`` report: each component, the master URL and admin login."""
+    """What ``up``/``down``/``status`` report: each component, the master URL and admin login.
+
+    ``admin_password`` is set only by the ``up`` whose master created the admin: it is shown
+    that once, and afterwards only ``admin_password_file`` (0600) has it.
+    """
 
     data_dir: Path
     components: list[ComponentStatus]
     master_url: str | None
     admin_username: str = ADMIN_USERNAME
     admin_password: str | None = None
+    admin_password_file: Path | None = None
     notes: list[str] = field(default_factory=list)
 
     def component(self, name: str) -> ComponentStatus:
@@ -107,7 +138,11 @@ class ClusterStatus:
         return {
             "data_dir": str(self.data_dir),
             "master_url": self.master_url,
-            "admin": {"username": self.admin_username, "password": self.admin_password},
+            "admin": {
+                "username": self.admin_username,
+                "password": self.admin_password,
+                "password_file": str(self.admin_password_file) if self.admin_password_file else None,
+            },
             "components": [c.to_dict() for c in self.components],
             "notes": list(self.notes),
         }
@@ -133,6 +168,18 @@ class _Layout:
     def admin_password_file(self) -> Path:
         return self.data_dir / "admin-password"
 
+    @property
+    def checkpoints_dir(self) -> Path:
+        """Where the master puts checkpoints by default (``Settings.effective_experiment_defaults``)."""
+        return self.data_dir / "checkpoints"
+
+    @property
+    def agent_tokens_dir(self) -> Path:
+        return self.data_dir / "agent-tokens"
+
+    def agent_token_file(self, name: str) -> Path:
+        return self.agent_tokens_dir / name
+
     def pid_file(self, name: str) -> Path:
         return self.run_dir / f"{name}.pid"
 
@@ -141,7 +188,7 @@ class _Layout:
 
     def check(self, name: str) -> PidCheck:
         if name.startswith("agent-"):
-            return check_pid_file(self.pid_file(name), cmdline_has("stalwart_agent", f"local-{name}"))
+            return check_pid_file(self.pid_file(name), cmdline_has("stalwart_agent", agent_id(name)))
         matchers = {
             "postgres": is_postmaster_for(self.data_dir / "postgres" / "pgdata"),
             "redis": is_redis_server,
@@ -165,11 +212,13 @@ def up(
     timeout: float = MASTER_START_TIMEOUT_S,
     agents: int = 1,
     artificial_slots: int | None = None,
+    trial_user: str | None = None,
 ) -> ClusterStatus:
     """Start whatever is not already running; running components are kept as they are.
 
     ``agents`` agent daemons run the trials; on one machine more than one would all claim the same
-    GPUs, so several agents need ``artificial_slots``.
+    GPUs, so several agents need ``artificial_slots``. ``trial_user`` is who they run trials as
+    (see ``_trial_user`` for the default).
 
     PostgreSQL and Redis are embedded unless ``database_url`` / ``redis_url`` (or
     ``STALWART_DATABASE_URL`` / ``STALWART_REDIS_URL``) name servers to use instead.
@@ -179,8 +228,7 @@ def up(
             "several agents on one machine would all claim the same GPUs; pass --artificial-slots K"
         )
     layout = _layout(data_dir)
-    layout.run_dir.mkdir(parents=True, exist_ok=True)
-    layout.logs_dir.mkdir(parents=True, exist_ok=True)
+    _make_private(layout)
     notes: list[str] = []
     actions: dict[str, str] = {}
     with file_lock(layout.run_dir / ".lock"):
@@ -202,6 +250,8 @@ def up(
             )
             database_url = pg.url
             actions["postgres"] = "already running" if before == pg.pid else "started"
+            if not pg.requires_password:
+                notes.append(_NO_PASSWORD.format("postgres"))
         if redis_url is None:
             before = _note_stale(layout, "redis", notes)
             rd = start_redis(
@@ -211,7 +261,10 @@ def up(
             )
             redis_url = rd.url
             actions["redis"] = "already running" if before == rd.pid else "started"
-        state.update(database_url=database_url, redis_url=redis_url)
+            if not rd.requires_password:
+                notes.append(_NO_PASSWORD.format("redis"))
+        # For `status` to show; the passwords stay in the servers' own files.
+        state.update(database_url=_redact(database_url), redis_url=_redact(redis_url))
         env = {
             **os.environ,
             "STALWART_DATABASE_URL": database_url,
@@ -222,9 +275,12 @@ def up(
         previous_url = _read_state(layout).get("master_url")
         # Recorded before the master starts, so `status` can describe a cluster whose master failed.
         _write_state(layout, {**state, "master_url": previous_url})
+        had_admin_password = layout.admin_password_file.exists()
         state["master_url"], actions["master"] = _ensure_master(
             layout, host, port, env, timeout, notes, previous_url
         )
+        # The master writes the file when it creates the admin; that start alone shows the password.
+        new_admin_password = None if had_admin_password else read_secret(layout.admin_password_file)
         previous_agents = int(_read_state(layout).get("agents", 0))
         for name in agent_names(previous_agents)[agents:]:  # fewer agents asked for than before
             _stop_component(layout, name, actions, notes)
@@ -232,19 +288,108 @@ def up(
         _write_state(layout, state)
         actions["worker"] = _ensure_worker(layout, env, notes)
         if agents:
-            token = _agent_token(layout, database_url)
+            run_as = _trial_user(layout, trial_user, notes)
             for name in agent_names(agents):
+                token = _agent_token(layout, database_url, name)
                 actions[name] = _ensure_agent(
-                    layout, name, state["master_url"], token, artificial_slots, env, notes
+                    layout, name, state["master_url"], token, artificial_slots, run_as, env, notes
                 )
-    return _status(layout, notes, actions)
+    result = _status(layout, notes, actions)
+    result.admin_password = new_admin_password
+    return result
 
 
-def _agent_token(layout: _Layout, database_url: str) -> str:
-    """One agent token per local cluster, minted straight in the database for its first admin."""
-    path = layout.data_dir / AGENT_TOKEN_FILE
-    if path.exists():
-        return path.read_text().strip()
+def _make_private(layout: _Layout) -> None:
+    """Owner-only modes for the data dir, its logs and its secrets, also in data dirs made by
+    earlier versions (which left logs 0644)."""
+    owner_only_dir(layout.data_dir, 0o711 if os.geteuid() == 0 else 0o700)
+    owner_only_dir(layout.run_dir)
+    owner_only_dir(layout.logs_dir)
+    owner_only_dir(layout.agent_tokens_dir)
+    # "agent-token": the one token of all agents, as versions before agent-bound tokens kept it.
+    private = [layout.admin_password_file, layout.data_dir / "agent-token", *layout.logs_dir.glob("*.log")]
+    for path in private:
+        if path.is_file() and not path.is_symlink() and path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+
+
+def _trial_user(layout: _Layout, requested: str | None, notes: list[str]) -> str | None:
+    """The user the local agents run trials as (their ``--trial-user``); None: the one running ``up``.
+
+    Trial code must not read the agent tokens, the admin password or the servers' passwords, so
+    as root trials run as ``requested`` or else TRIAL_SYSTEM_USER, which gets ``checkpoints/``.
+    Only that default gives way: when the user cannot run this Python (installed where only root
+    may enter, say), trials run as root, with a note saying so and how to change it.
+    """
+    if requested is None and os.geteuid() != 0:
+        return None
+    try:
+        entry = pwd.getpwnam(requested) if requested else ensure_system_user(TRIAL_SYSTEM_USER)
+    except KeyError:
+        raise LocalClusterError(f"--trial-user {requested}: no such user") from None
+    except LocalClusterError as exc:
+        notes.append(f"trials run as root, so trial code can read this cluster's secrets: {exc}")
+        return None
+    if entry.pw_uid == os.geteuid():
+        return requested
+    if os.geteuid() != 0:
+        raise LocalClusterError(f"--trial-user {requested} needs `stalwart deploy local up` to run as root")
+    _hand_over(layout.checkpoints_dir, entry)
+    problem = _cannot_run_trials(entry, layout.checkpoints_dir)
+    if problem is None:
+        return entry.pw_name
+    if requested:
+        raise LocalClusterError(f"--trial-user {requested}: {problem}")
+    notes.append(
+        f"trials run as root, so trial code can read this cluster's secrets: {problem}. "
+        "Install Stalwart where that user can run it, or pass --trial-user (docs/deploy.md)"
+    )
+    return None
+
+
+def _hand_over(checkpoints: Path, entry: pwd.struct_passwd) -> None:
+    """Trials write checkpoints as the trial user; the master (root) only deletes them."""
+    owner_only_dir(checkpoints)
+    if checkpoints.stat().st_uid == entry.pw_uid:
+        return
+    for dirpath, dirnames, filenames in os.walk(checkpoints):
+        os.chown(dirpath, entry.pw_uid, entry.pw_gid)
+        for name in [*dirnames, *filenames]:
+            os.chown(Path(dirpath) / name, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
+
+
+def _cannot_run_trials(entry: pwd.struct_passwd, checkpoints: Path) -> str | None:
+    """Why ``entry`` could not run a trial of this cluster, or None when it can."""
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", _TRIAL_USER_PROBE, str(checkpoints)],
+            user=entry.pw_uid,
+            group=entry.pw_gid,
+            extra_groups=os.getgrouplist(entry.pw_name, entry.pw_gid),
+            cwd="/",
+            env={"PATH": os.defpath, "HOME": "/"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"user {entry.pw_name} cannot run {sys.executable} ({exc})"
+    if result.returncode == 3:
+        return f"user {entry.pw_name} cannot write to {checkpoints}"
+    if result.returncode != 0:
+        reason = (result.stderr.strip().splitlines() or [f"exit code {result.returncode}"])[-1]
+        return f"user {entry.pw_name} cannot run {sys.executable} ({reason})"
+    return None
+
+
+def _agent_token(layout: _Layout, database_url: str, name: str) -> str:
+    """The token of one local agent, bound to its agent id and minted straight in the database
+    for the first admin."""
+    path = layout.agent_token_file(name)
+    token = read_secret(path)
+    if token is not None:
+        return token
     from sqlalchemy import select
 
     from stalwart_master.db.orm import User
@@ -256,10 +401,8 @@ def _agent_token(layout: _Layout, database_url: str) -> str:
         admin = session.scalars(select(User).where(User.admin.is_(True)).order_by(User.id)).first()
         if admin is None:
             raise LocalClusterError("the master created no admin user; see its log")
-        token = create_agent_token(session, admin)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(token + "\n")
+        token, _token_id = create_agent_token(session, admin, agent_id(name))
+    write_secret(path, token)
     return token
 
 
@@ -269,6 +412,7 @@ def _ensure_agent(
     master_url: str,
     token: str,
     artificial_slots: int | None,
+    trial_user: str | None,
     env: dict[str, str],
     notes: list[str],
 ) -> str:
@@ -285,7 +429,7 @@ def _ensure_agent(
         "--master",
         master_url,
         "--agent-id",
-        f"local-{name}",
+        agent_id(name),
         "--work-dir",
         str(layout.data_dir / "agents" / name),
         # `down` sends SIGTERM, which drains the agent: its trials checkpoint and stop. Trials that
@@ -295,6 +439,8 @@ def _ensure_agent(
     ]
     if artificial_slots is not None:
         argv += ["--artificial-slots", str(artificial_slots)]
+    if trial_user is not None:
+        argv += ["--trial-user", trial_user]
     # The token travels in the environment, not argv, so `ps` does not show it.
     agent_env = {k: v for k, v in env.items() if not k.startswith("STALWART_")}
     agent_env["STALWART_AGENT_TOKEN"] = token
@@ -500,19 +646,12 @@ def _status(layout: _Layout, notes: list[str], actions: dict[str, str]) -> Clust
         data_dir=layout.data_dir,
         components=components,
         master_url=urls["master"],
-        admin_password=_read_admin_password(layout),
+        admin_password_file=layout.admin_password_file if layout.admin_password_file.exists() else None,
         notes=notes,
     )
 
 
 _EXTERNAL_KEY = {"postgres": "database"}
-
-
-def _read_admin_password(layout: _Layout) -> str | None:
-    try:
-        return layout.admin_password_file.read_text().strip() or None
-    except FileNotFoundError:
-        return None
 
 
 def _read_state(layout: _Layout) -> dict[str, Any]:

@@ -121,6 +121,47 @@ def cmdline_has(*needles: str) -> Callable[[psutil.Process], bool]:
     return matches
 
 
+def owner_only_dir(path: Path, mode: int = 0o700) -> Path:
+    """Create ``path`` (and parents) and set its mode exactly, also when it existed looser."""
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=mode)
+        if path.stat().st_mode & 0o7777 != mode:
+            path.chmod(mode)
+    except OSError as exc:
+        raise LocalClusterError(f"cannot make {path} private (mode {mode:o}): {exc.strerror or exc}") from exc
+    return path
+
+
+def write_secret(path: Path, text: str) -> None:
+    """Write a credential readable by this user only, atomically (renamed into place, never followed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # O_CREAT's mode does not apply to a leftover temporary file
+        os.write(fd, (text + "\n").encode())
+    finally:
+        os.close(fd)
+    tmp.replace(path)
+
+
+def read_secret(path: Path) -> str | None:
+    try:
+        return path.read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def open_log(path: Path) -> int:
+    """An append-only descriptor on ``path``, which is (made) readable by its owner only: server
+    logs quote requests, errors and values a local user must not read."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+    if os.fstat(fd).st_uid == os.geteuid():
+        os.fchmod(fd, 0o600)
+    return fd
+
+
 def spawn(
     argv: Sequence[str],
     *,
@@ -131,13 +172,13 @@ def spawn(
     user: int | None = None,
     group: int | None = None,
 ) -> psutil.Process:
-    """Start a background process in its own session, output appended to ``log_file``.
+    """Start a background process in its own session, output appended to ``log_file`` (0600).
 
     Its own session keeps it alive when the terminal that ran ``stalwart deploy local up`` closes.
+    Credentials go in ``env``, never ``argv``: every local user can read a command line (``ps``).
     """
-    log_file.parent.mkdir(parents=True, exist_ok=True)
     log.info("starting %s (log %s)", " ".join(argv), log_file)
-    with open(log_file, "ab") as out:
+    with os.fdopen(open_log(log_file), "ab") as out:
         child = subprocess.Popen(
             list(argv),
             stdin=subprocess.DEVNULL,

@@ -25,7 +25,14 @@ class ExperimentCreate(BaseModel):
         default=None, pattern=r"^[0-9a-f]{64}$", description="sha256 of an uploaded context"
     )
     paused: bool = False
-    parent_id: int | None = Field(default=None, ge=1)
+    parent_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    project_id: int = Field(default=1, ge=1, le=2**31 - 1, description="Default: Uncategorized")
+
+
+class ExperimentMove(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    project_id: int = Field(ge=1, le=2**31 - 1)
 
 
 class ExperimentPatch(BaseModel):
@@ -64,6 +71,7 @@ class ExperimentOut(BaseModel):
     state: ExperimentState
     archived: bool
     owner: str
+    project_id: int
     parent_id: int | None
     context_sha256: str | None
     created_at: dt.datetime

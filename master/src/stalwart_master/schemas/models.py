@@ -36,6 +36,7 @@ class ModelCreate(BaseModel):
     description: Text = Field(default="", max_length=10_000)
     labels: list[Label] = Field(default_factory=list, max_length=MAX_LABELS)
     metadata: dict[str, Any] = Field(default_factory=dict)
+    project_id: int = Field(default=1, ge=1, le=2**31 - 1, description="Default: Uncategorized")
 
     @field_validator("name")
     @classmethod
@@ -67,6 +68,7 @@ class ModelOut(BaseModel):
     labels: list[str]
     metadata: dict[str, Any]
     owner: str
+    project_id: int
     num_versions: int
     latest_version: int | None
     created_at: dt.datetime
@@ -81,6 +83,7 @@ def model_out(model: Any, counts: tuple[int, int | None] = (0, None)) -> ModelOu
         labels=list(model.labels),
         metadata=model.model_metadata,
         owner=model.user.username,
+        project_id=model.project_id,
         num_versions=counts[0],
         latest_version=counts[1],
         created_at=model.created_at,

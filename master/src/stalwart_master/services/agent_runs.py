@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from stalwart_master.db.orm import Allocation, AllocationSlot, Experiment, Slot, Token, Trial, User
+from stalwart_master.db.orm import Allocation, AllocationSlot, Experiment, Slot, Trial, User
 from stalwart_master.services import outcomes
 from stalwart_master.services import users as users_service
 from stalwart_master.services.allocations import (

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from stalwart_master.db.orm import Agent, Allocation, AllocationSlot, Slot, User, utcnow
+from stalwart_master.db.orm import Agent, Allocation, AllocationSlot, Slot, Token, User, utcnow
 from stalwart_master.errors import ErrorList, NotFound
 from stalwart_master.services import users as users_service
 
@@ -28,9 +28,26 @@ class SlotReport:
     memory_mb: int = 0
 
 
-def create_agent_token(session: Session, admin: User, agent_id: str) -> str:
-    """A credential good for exactly one agent id: it cannot register or act as any other."""
-    return users_service.issue_token(session, admin, AGENT_TOKEN_TTL_HOURS, kind="agent", agent_id=agent_id)
+def create_agent_token(session: Session, admin: User, agent_id: str) -> tuple[str, int]:
+    """A credential good for exactly one agent id: it cannot register or act as any other.
+
+    Returns the secret (shown once) and the token's id (to revoke it by)."""
+    secret, token = users_service.mint_token(
+        session, admin, AGENT_TOKEN_TTL_HOURS, "agent", agent_id=agent_id
+    )
+    return secret, token.id
+
+
+def list_agent_tokens(session: Session) -> list[Token]:
+    return list(session.scalars(select(Token).where(Token.kind == "agent").order_by(Token.id)))
+
+
+def revoke_agent_token(session: Session, token_id: int) -> str | None:
+    token = session.get(Token, token_id)
+    if token is None or token.kind != "agent":
+        raise NotFound(f"agent token {token_id} not found")
+    users_service.revoke_token(session, token_id)
+    return token.agent_id
 
 
 def register_agent(

@@ -4,6 +4,10 @@ What agents are told and what their reports mean lives in ``services/agent_runs.
 
 The state lives in PostgreSQL only, so a restarted master continues where it was. Each function
 takes a session and never commits; the scheduler loop and the routes own the transactions.
+
+One experiment's bad row never stops a scheduling pass for the others: each run is queued and
+placed under its own SAVEPOINT, and an experiment whose stored config cannot be scheduled (a value
+the database refuses, one that predates today's config rules) ends in ERROR, saying why.
 """
 
 from __future__ import annotations
@@ -11,9 +15,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeGuard
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
 from stalwart_master.db.orm import (
@@ -28,6 +34,7 @@ from stalwart_master.db.orm import (
 )
 from stalwart_master.errors import FieldError, Forbidden, Invalid, NotFound
 from stalwart_master.expconf import ExperimentConfig
+from stalwart_master.expconf.common import INT32_MAX
 from stalwart_master.expconf.parse import INVALID_TITLE
 from stalwart_master.scheduler import (
     DEFAULT_PRIORITY,
@@ -44,6 +51,7 @@ from stalwart_master.searcher import Create, Searcher, Stop, make_searcher
 from stalwart_master.services import gc as gc_service
 from stalwart_master.services import lineage as lineage_service
 from stalwart_master.services import outcomes
+from stalwart_master.services import storage as storage_service
 from stalwart_master.services import trials as trials_service
 from stalwart_master.services.states import LIVE_ALLOCATION, STOPPING, TERMINAL, ExperimentState
 
@@ -52,6 +60,83 @@ log = logging.getLogger(__name__)
 LIVE = LIVE_ALLOCATION
 ALLOCATION_TOKEN_TTL_HOURS = 24 * 14
 KILL_GRACE_SECONDS = 10
+MAX_POOL_NAME = 128  # allocations.resource_pool is VARCHAR(128)
+# What a bad stored row raises while its run is built or written: Python's complaints about a value
+# and the database refusing one (out of range, too long, NUL). Never the database being away.
+_BAD_ROW = (DataError, ValueError, TypeError, KeyError, OverflowError)
+
+
+class _Unschedulable(Exception):
+    """An experiment's stored config cannot become a run; the message says which value and why."""
+
+
+@dataclass(frozen=True)
+class _Wanted:
+    resource_pool: str
+    slots: int
+    priority: int
+    max_slots: int | None
+
+
+def _is_int(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:40] + "..."
+
+
+def _wanted(config: dict[str, Any]) -> _Wanted:
+    """What each run of an experiment asks for, read defensively from its stored config.
+
+    The config was valid when it was submitted, but rows written by hand or under older rules
+    reach the scheduler too; anything an allocation row or the planner cannot take is refused here.
+    """
+    resources = config.get("resources") or {}
+    if not isinstance(resources, dict):
+        raise _Unschedulable(f"resources is {_shown(resources)}, not a mapping")
+    pool = resources.get("resource_pool") or "default"
+    slots = resources.get("slots_per_trial", 1)
+    priority = resources.get("priority")
+    max_slots = resources.get("max_slots")
+    if not isinstance(pool, str) or len(pool) > MAX_POOL_NAME:
+        raise _Unschedulable(f"resources.resource_pool is not a name of at most {MAX_POOL_NAME} characters")
+    if not _is_int(slots) or not 0 <= slots <= INT32_MAX:
+        raise _Unschedulable(
+            f"resources.slots_per_trial is {_shown(slots)}, not an integer from 0 to {INT32_MAX}"
+        )
+    if priority is not None and (not _is_int(priority) or not 1 <= priority <= 99):
+        raise _Unschedulable(f"resources.priority is {_shown(priority)}, not an integer from 1 to 99")
+    if max_slots is not None and (not _is_int(max_slots) or max_slots < 1):
+        raise _Unschedulable(f"resources.max_slots is {_shown(max_slots)}, not an integer of at least 1")
+    return _Wanted(pool, slots, DEFAULT_PRIORITY if priority is None else priority, max_slots)
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, DataError):
+        # The driver's first line names the problem ("integer out of range"); the rest is SQL.
+        return f"the database refused a value: {str(exc.orig).splitlines()[0] if exc.orig else exc}"
+    return str(exc) or type(exc).__name__
+
+
+def _fail_unschedulable(session: Session, experiment: Experiment, trial: Trial, reason: str) -> None:
+    """The experiment cannot run as stored: ``trial`` ends in ERROR with ``reason``; an active or
+    paused experiment stops (its other runs are asked to leave) and ends in ERROR once none is left."""
+    log.error(
+        "experiment %s trial %s cannot be scheduled, ending the experiment in ERROR: %s",
+        experiment.id,
+        trial.id,
+        reason,
+    )
+    trial.state = "ERROR"
+    trial.end_reason = f"cannot be scheduled: {reason}"
+    trial.ended_at = utcnow()
+    if experiment.state in (ExperimentState.ACTIVE, ExperimentState.PAUSED):
+        experiment.state = ExperimentState.STOPPING_ERROR
+        stop_experiment_runs(session, experiment, kill=False)
+    session.flush()
+    settle_experiment(session, experiment)
 
 
 def _config(experiment: Experiment) -> ExperimentConfig:
@@ -193,7 +278,7 @@ def finish_allocation(session: Session, allocation: Allocation, exit_code: int |
     )
     assert experiment is not None
     agent = session.get(Agent, allocation.agent_id) if allocation.agent_id else None
-    max_restarts = int(experiment.config.get("max_restarts", 5))
+    max_restarts = _max_restarts(experiment.config)
     outcome = outcomes.decide(
         outcomes.RunEnd(
             experiment_state=ExperimentState(experiment.state),
@@ -234,6 +319,12 @@ def finish_allocation(session: Session, allocation: Allocation, exit_code: int |
         experiment.searcher_state = searcher.state()
     session.flush()
     settle_experiment(session, experiment)
+
+
+def _max_restarts(config: dict[str, Any]) -> int:
+    # A stored value the config rules would refuse counts as no retries rather than failing the pass.
+    value = config.get("max_restarts", 5)
+    return value if _is_int(value) and value >= 0 else 0
 
 
 def _close_trial(session: Session, experiment: Experiment, trial: Trial, searcher: Searcher) -> None:
@@ -323,11 +414,15 @@ def apply_searcher_stops(session: Session) -> None:
         if experiment is None:
             continue
         # Nothing runs (a report that came after its run, or a run not started): it ends now.
-        trial.state = "COMPLETED"
-        searcher = _searcher(experiment)
-        _close_trial(session, experiment, trial, searcher)
-        experiment.searcher_state = searcher.state()
-        session.flush()
+        try:
+            with session.begin_nested():
+                trial.state = "COMPLETED"
+                searcher = _searcher(experiment)
+                _close_trial(session, experiment, trial, searcher)
+                experiment.searcher_state = searcher.state()
+        except _BAD_ROW as exc:
+            _fail_unschedulable(session, experiment, trial, _reason(exc))
+            continue
         settle_experiment(session, experiment)
 
 
@@ -382,18 +477,25 @@ def request_allocations(session: Session) -> int:
     )
     count = 0
     for trial, experiment in session.execute(query).all():
-        resources = experiment.config.get("resources", {})
-        trial.run_id += 1
-        session.add(
-            Allocation(
-                trial_id=trial.id,
-                run_id=trial.run_id,
-                resource_pool=str(resources.get("resource_pool") or "default"),
-                slots_needed=int(resources.get("slots_per_trial", 1)),
-                priority=int(resources.get("priority") or DEFAULT_PRIORITY),
-                state="PENDING",
-            )
-        )
+        if experiment.state != ExperimentState.ACTIVE:
+            continue  # another of its trials could not be scheduled a moment ago
+        try:
+            wanted = _wanted(experiment.config)
+            with session.begin_nested():
+                trial.run_id += 1
+                session.add(
+                    Allocation(
+                        trial_id=trial.id,
+                        run_id=trial.run_id,
+                        resource_pool=wanted.resource_pool,
+                        slots_needed=wanted.slots,
+                        priority=wanted.priority,
+                        state="PENDING",
+                    )
+                )
+        except (_Unschedulable, *_BAD_ROW) as exc:
+            _fail_unschedulable(session, experiment, trial, _reason(exc))
+            continue
         count += 1
     session.flush()
     return count
@@ -405,7 +507,7 @@ def assign_pending(session: Session, preemption: PreemptionPolicy | None = None)
     In pools where ``preemption`` allows it, lower-priority runs are asked to make room.
     """
     pending_rows = session.execute(
-        select(Allocation, Trial.experiment_id, Experiment.config)
+        select(Allocation, Experiment)
         .join(Trial, Trial.id == Allocation.trial_id)
         .join(Experiment, Experiment.id == Trial.experiment_id)
         .where(Allocation.state == "PENDING", Experiment.state == ExperimentState.ACTIVE)
@@ -452,39 +554,76 @@ def assign_pending(session: Session, preemption: PreemptionPolicy | None = None)
     ]
     policy = preemption or PreemptionPolicy()
     preemptive = {a.resource_pool for a in agents if policy.preemptive(a.resource_pool)}
+    valid: list[tuple[Allocation, Experiment, _Wanted]] = []
+    for allocation, experiment in pending_rows:
+        if experiment.state != ExperimentState.ACTIVE:
+            continue  # another of its runs could not be scheduled a moment ago
+        try:
+            wanted = _wanted(experiment.config)
+            if not 0 <= allocation.slots_needed <= INT32_MAX:
+                raise _Unschedulable(f"allocation {allocation.id} needs {allocation.slots_needed} slots")
+        except _Unschedulable as exc:
+            _fail_pending(session, allocation, experiment, str(exc))
+            continue
+        valid.append((allocation, experiment, wanted))
+    # A failed experiment's other runs were ended meanwhile; they must not be placed.
+    by_id = {a.id: (a, e) for a, e, _ in valid if a.state == "PENDING" and e.state == ExperimentState.ACTIVE}
     requests = [
         Request(
             allocation_id=allocation.id,
             trial_id=allocation.trial_id,
-            experiment_id=experiment_id,
+            experiment_id=experiment.id,
             resource_pool=allocation.resource_pool,
             slots_needed=allocation.slots_needed,
             priority=allocation.priority,
             submitted_at=allocation.created_at,
-            max_slots=(config.get("resources") or {}).get("max_slots"),
+            max_slots=wanted.max_slots,
         )
-        for allocation, experiment_id, config in pending_rows
+        for allocation, experiment, wanted in valid
+        if allocation.id in by_id
     ]
-    by_id = {a.id: a for a, _, _ in pending_rows}
     result = schedule(requests, capacities, running, holders, preemptive)
     _preempt_for_priority(session, result.preemptions)
-    assignments = result.assignments
-    for assignment in assignments:
-        allocation = by_id[assignment.allocation_id]
-        allocation.agent_id = assignment.agent_id
+    placed = 0
+    for assignment in result.assignments:
+        allocation, experiment = by_id[assignment.allocation_id]
+        try:
+            _place(session, allocation, assignment.agent_id, [ref.slot_id for ref in assignment.slots])
+        except IntegrityError:
+            # The unique index on held slots refused: another planner took one. Next pass.
+            log.warning(
+                "allocation %s (trial %s) lost its slots to a race", allocation.id, allocation.trial_id
+            )
+            continue
+        except _BAD_ROW as exc:
+            _fail_pending(session, allocation, experiment, _reason(exc))
+            continue
+        placed += 1
+    session.flush()
+    return placed
+
+
+def _place(session: Session, allocation: Allocation, agent_id: str, slot_ids: list[int]) -> None:
+    with session.begin_nested():
+        allocation.agent_id = agent_id
         allocation.state = "ASSIGNED"
         allocation.assigned_at = utcnow()
-        for ref in assignment.slots:
-            session.add(AllocationSlot(allocation_id=allocation.id, slot_id=ref.slot_id))
-        log.info(
-            "allocation %s (trial %s) assigned to agent %s, %d slots",
-            allocation.id,
-            allocation.trial_id,
-            assignment.agent_id,
-            len(assignment.slots),
-        )
-    session.flush()
-    return len(assignments)
+        for slot_id in slot_ids:
+            session.add(AllocationSlot(allocation_id=allocation.id, slot_id=slot_id))
+    log.info(
+        "allocation %s (trial %s) assigned to agent %s, %d slots",
+        allocation.id,
+        allocation.trial_id,
+        agent_id,
+        len(slot_ids),
+    )
+
+
+def _fail_pending(session: Session, allocation: Allocation, experiment: Experiment, reason: str) -> None:
+    _terminate(session, allocation, exit_code=None, reason=outcomes.NOT_STARTED)
+    trial = session.get(Trial, allocation.trial_id)
+    assert trial is not None
+    _fail_unschedulable(session, experiment, trial, reason)
 
 
 def _preempt_for_priority(session: Session, preemptions: list[Preemption]) -> None:
@@ -533,8 +672,7 @@ def kill_overdue_preemptions(
         if allocation.preempt_requested_at is None:  # asked by a path that kept no time: from now
             allocation.preempt_requested_at = now
         since = max(allocation.preempt_requested_at, not_before or allocation.preempt_requested_at)
-        seconds = config.get("preemption_timeout")
-        timeout = dt.timedelta(seconds=seconds) if seconds else default_timeout
+        timeout = _preemption_timeout(config, default_timeout)
         if now - since >= timeout:
             allocation.kill_requested = True
             killed += 1
@@ -546,6 +684,14 @@ def kill_overdue_preemptions(
             )
     session.flush()
     return killed
+
+
+def _preemption_timeout(config: dict[str, Any], default: dt.timedelta) -> dt.timedelta:
+    # A stored value the config rules would refuse (timedelta cannot even hold some) means the default.
+    seconds = config.get("preemption_timeout")
+    if _is_int(seconds) and 0 < seconds <= INT32_MAX:
+        return dt.timedelta(seconds=seconds)
+    return default
 
 
 def settle_stopping(session: Session) -> None:
@@ -561,6 +707,8 @@ def allocation_for_token(session: Session, token: Token) -> Allocation:
     allocation = session.get(Allocation, token.allocation_id)
     if allocation is None:
         raise Forbidden("the allocation of this token is gone")
+    if allocation.state == "TERMINATED":  # the token dies with its run
+        raise Forbidden(f"allocation {allocation.id} has ended; its token is no longer valid")
     return allocation
 
 
@@ -613,6 +761,7 @@ def trial_info(session: Session, allocation: Allocation) -> dict[str, Any]:
         "context_sha256": experiment.context_sha256,
         "entrypoint": experiment.config.get("entrypoint"),
         "slot_uuids": [s.uuid for s in slots],
-        "checkpoint_storage": experiment.config.get("checkpoint_storage"),
+        # Resolved here (a named storage with its credentials): what its checkpoints must name.
+        "checkpoint_storage": storage_service.experiment_storage(experiment.config),
         "searcher": {"max_length": (experiment.config.get("searcher") or {}).get("max_length")},
     }

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from stalwart_master.db.orm import Allocation, Checkpoint, Experiment, Metric, Trial, User
+from stalwart_master.db.orm import Allocation, Checkpoint, Experiment, Metric, Token, Trial, User
 from stalwart_master.errors import Conflict, Forbidden, InvalidTransition, NotFound
 from stalwart_master.services import experiments as experiments_service
 from stalwart_master.services import gc as gc_service
@@ -62,9 +62,8 @@ def details(session: Session, checkpoints: Sequence[Checkpoint]) -> dict[uuid.UU
     return found
 
 
-def _require_owner(actor: User, experiment: Experiment) -> None:
-    if not actor.admin and experiment.owner_id != actor.id:
-        raise Forbidden(f"experiment {experiment.id} belongs to another user")
+def _require_owner(session: Session, actor: User, experiment: Experiment) -> None:
+    experiments_service.require_change(session, actor, experiment)
 
 
 def delete_checkpoint(session: Session, actor: User, checkpoint_uuid: uuid.UUID) -> Checkpoint:
@@ -76,7 +75,7 @@ def delete_checkpoint(session: Session, actor: User, checkpoint_uuid: uuid.UUID)
     checkpoint = trials_service.get_checkpoint(session, checkpoint_uuid)
     trial = trials_service.get_trial(session, checkpoint.trial_id)
     experiment = experiments_service.get_experiment(session, trial.experiment_id)
-    _require_owner(actor, experiment)
+    _require_owner(session, actor, experiment)
     if checkpoint.state == "DELETED":
         return checkpoint
     if experiment.state == ExperimentState.DELETING:
@@ -153,7 +152,7 @@ def set_gc_policy(
 ) -> Experiment:
     """Store new save_* values in the experiment's config and GC with them at once (also once ended)."""
     experiment = experiments_service.get_experiment(session, experiment_id, for_update=True)
-    _require_owner(actor, experiment)
+    _require_owner(session, actor, experiment)
     if experiment.state == ExperimentState.DELETING:
         raise InvalidTransition(f"experiment {experiment.id} is being deleted")
     storage = dict(experiment.config.get("checkpoint_storage") or {})
@@ -175,3 +174,17 @@ def set_gc_policy(
         actor.username,
     )
     return experiment
+
+
+def require_allocation_may_read(session: Session, token: Token, checkpoint: Checkpoint) -> None:
+    """A run reads checkpoints of its own experiment and its trial's warm start, nothing else.
+
+    Anything else answers 404, as if it did not exist: a trial learns nothing of other users' work.
+    """
+    allocation = session.get(Allocation, token.allocation_id) if token.allocation_id else None
+    trial = session.get(Trial, allocation.trial_id) if allocation else None
+    source = session.get(Trial, checkpoint.trial_id)
+    if trial is None or source is None or (
+        source.experiment_id != trial.experiment_id and checkpoint.uuid != trial.warm_start_checkpoint
+    ):
+        raise NotFound(f"checkpoint {checkpoint.uuid} not found")

@@ -7,7 +7,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, undefer
 
 from stalwart_master.contexts.archive import ContextArchive
-from stalwart_master.db.orm import Context, Experiment
+from stalwart_master.db.orm import Allocation, Context, Experiment, Project, Token, Trial
 from stalwart_master.errors import NotFound
 
 
@@ -42,3 +42,34 @@ def delete_if_unreferenced(session: Session, sha256: str) -> bool:
         return False
     session.delete(context)
     return True
+
+
+def require_readable(session: Session, token: Token, sha256: str) -> None:
+    """A run reads its own experiment's code; a person code of an experiment they can see.
+
+    Code is found by its digest, so knowing a digest must not be enough to read someone's code.
+    Anything else answers 404, like a digest that was never uploaded.
+    """
+    from stalwart_master.services import authz
+
+    if token.kind == "allocation":
+        experiment_sha = session.scalar(
+            select(Experiment.context_sha256)
+            .join(Trial, Trial.experiment_id == Experiment.id)
+            .join(Allocation, Allocation.trial_id == Trial.id)
+            .where(Allocation.id == token.allocation_id)
+        )
+        if experiment_sha == sha256:
+            return
+        raise NotFound(f"no context with sha256 {sha256}")
+    if token.user.admin:
+        return
+    visible = authz.readable_workspace_ids(session, token.user) or set()
+    used = session.scalar(
+        select(Experiment.id)
+        .join(Project, Project.id == Experiment.project_id)
+        .where(Experiment.context_sha256 == sha256, Project.workspace_id.in_(visible))
+        .limit(1)
+    )
+    if used is None:
+        raise NotFound(f"no context with sha256 {sha256}")

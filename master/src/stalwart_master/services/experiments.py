@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
-from stalwart_master.db.orm import Experiment, User, utcnow
-from stalwart_master.errors import Conflict, Forbidden, InvalidTransition, NotFound
+from stalwart_master.db.orm import DEFAULT_PROJECT_ID, Checkpoint, Experiment, Project, Trial, User, utcnow
+from stalwart_master.errors import Conflict, ErrorList, InvalidTransition, NotFound
 from stalwart_master.expconf import parse_experiment_config
 from stalwart_master.services import allocations as allocations_service
+from stalwart_master.services import authz
 from stalwart_master.services import contexts as contexts_service
 from stalwart_master.services import models as models_service
 from stalwart_master.services.states import TERMINAL, ExperimentState, next_state
@@ -29,6 +31,10 @@ class ExperimentFilter:
     name: str | None = None
     owner: str | None = None
     archived: bool | None = None
+    # None: every workspace (a cluster admin); otherwise only experiments inside these.
+    workspace_ids: set[int] | None = None
+    workspace_id: int | None = None
+    project_id: int | None = None
     order_by: OrderBy = "id"
     descending: bool = True
     limit: int = 100
@@ -46,12 +52,15 @@ def create_experiment(
     defaults: dict[str, Any] | None = None,
     max_config_bytes: int = 1024 * 1024,
     max_trials: int = 10_000,
+    project_id: int = DEFAULT_PROJECT_ID,
 ) -> Experiment:
     parsed = parse_experiment_config(config_yaml, defaults, max_bytes=max_config_bytes)
+    authz.project_to_create_in(session, owner, project_id)
     if context_sha256 is not None:
         contexts_service.get_context(session, context_sha256)  # 404 before anything is written
     if parent_id is not None:
-        get_experiment(session, parent_id)
+        authz.experiment_for(session, owner, parent_id)
+    _check_warm_start_access(session, owner, parsed.data)
     data = parsed.data
     experiment = Experiment(
         name=data.get("name") or "",
@@ -61,6 +70,7 @@ def create_experiment(
         config=data,
         original_config=parsed.original,
         owner_id=owner.id,
+        project_id=project_id,
         parent_id=parent_id,
         context_sha256=context_sha256,
     )
@@ -73,6 +83,40 @@ def create_experiment(
         session.flush()
     session.refresh(experiment)
     log.info("experiment %s created by %s in state %s", experiment.id, owner.username, experiment.state)
+    return experiment
+
+
+def _check_warm_start_access(session: Session, owner: User, config: dict[str, Any]) -> None:
+    """Starting from a checkpoint reads it: the owner needs read access to where it lives.
+
+    One the owner cannot see is reported exactly like one that does not exist.
+    """
+    searcher = config.get("searcher") or {}
+    errors = ErrorList()
+    try:
+        if searcher.get("source_checkpoint_uuid"):
+            checkpoint = session.get(Checkpoint, uuid.UUID(str(searcher["source_checkpoint_uuid"])))
+            if checkpoint is not None:
+                authz.checkpoint_for(session, owner, checkpoint)
+        elif searcher.get("source_trial_id") is not None:
+            trial = session.get(Trial, int(searcher["source_trial_id"]))
+            if trial is not None:
+                authz.trial_for(session, owner, trial.id)
+    except NotFound:
+        key = "source_checkpoint_uuid" if searcher.get("source_checkpoint_uuid") else "source_trial_id"
+        errors.add(
+            f"searcher.{key}", f"{key.removeprefix('source_').replace('_', ' ')} {searcher[key]} not found"
+        )
+    errors.raise_if_any(title="Invalid experiment config")
+
+
+def move_experiment(session: Session, actor: User, experiment_id: int, project_id: int) -> Experiment:
+    """Moving out needs change rights here, moving in the editor role in the destination."""
+    experiment = get_experiment(session, experiment_id, for_update=True)
+    require_change(session, actor, experiment)
+    destination: Project = authz.project_to_create_in(session, actor, project_id)
+    experiment.project_id = destination.id
+    session.flush()
     return experiment
 
 
@@ -97,6 +141,15 @@ def _filtered(query: Select[Any], flt: ExperimentFilter) -> Select[Any]:
         query = query.join(User, Experiment.owner_id == User.id).where(User.username == flt.owner)
     if flt.archived is not None:
         query = query.where(Experiment.archived.is_(flt.archived))
+    if flt.project_id is not None:
+        query = query.where(Experiment.project_id == flt.project_id)
+    if flt.workspace_ids is not None or flt.workspace_id is not None:
+        in_workspace = select(Project.id)
+        if flt.workspace_ids is not None:
+            in_workspace = in_workspace.where(Project.workspace_id.in_(flt.workspace_ids))
+        if flt.workspace_id is not None:
+            in_workspace = in_workspace.where(Project.workspace_id == flt.workspace_id)
+        query = query.where(Experiment.project_id.in_(in_workspace))
     return query
 
 
@@ -109,9 +162,14 @@ def list_experiments(session: Session, flt: ExperimentFilter) -> tuple[list[Expe
     return list(session.scalars(query)), total
 
 
-def _require_owner(actor: User, experiment: Experiment) -> None:
-    if not actor.admin and experiment.owner_id != actor.id:
-        raise Forbidden(f"experiment {experiment.id} belongs to another user")
+def require_change(session: Session, actor: User, experiment: Experiment) -> None:
+    authz.require_change(
+        session,
+        actor,
+        authz.workspace_of_project(session, experiment.project_id),
+        experiment.owner_id,
+        f"experiment {experiment.id}",
+    )
 
 
 def update_experiment(
@@ -124,7 +182,7 @@ def update_experiment(
     labels: list[str] | None = None,
 ) -> Experiment:
     experiment = get_experiment(session, experiment_id, for_update=True)
-    _require_owner(actor, experiment)
+    require_change(session, actor, experiment)
     if experiment.state == ExperimentState.DELETING:
         raise InvalidTransition(f"experiment {experiment.id} is being deleted")
     config = dict(experiment.config)
@@ -142,7 +200,7 @@ def update_experiment(
 def apply_verb(session: Session, actor: User, experiment_id: int, verb: str) -> Experiment:
     """Run one lifecycle verb through the state machine; illegal verbs change nothing."""
     experiment = get_experiment(session, experiment_id, for_update=True)
-    _require_owner(actor, experiment)
+    require_change(session, actor, experiment)
     target = next_state(verb, experiment.state)
     if verb == "delete" and (registered := models_service.versions_in_experiment(session, experiment.id)):
         raise Conflict(

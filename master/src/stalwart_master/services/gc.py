@@ -208,9 +208,14 @@ def start_requests(session: Session, experiment_id: int) -> list[GCRequest]:
     return requests
 
 
-def finish_requests(session: Session, request_ids: Collection[int], error: str | None = None) -> None:
-    """Done (``error`` None) or still pending with the last failure recorded."""
+def finish_requests(
+    session: Session, request_ids: Collection[int], error: str | None = None, *, give_up: bool = False
+) -> None:
+    """Done (``error`` None), still pending with the last failure recorded, or, with ``give_up``,
+    done with its error kept: trying again cannot help (storage the master refuses to touch)."""
     values: dict[str, Any] = {"error": error} if error else {"error": None, "done_at": utcnow()}
+    if give_up:
+        values["done_at"] = utcnow()
     session.execute(
         update(GCRequest)
         .where(GCRequest.id.in_(list(request_ids)), GCRequest.done_at.is_(None))
@@ -369,20 +374,3 @@ def repoint_latest(session: Session, trial_ids: Collection[int]) -> None:
     for trial in stale:
         trial.latest_checkpoint = newest_completed(session, trial.id)
     session.flush()
-
-
-def storage_key(storage: dict[str, Any]) -> str:
-    """Where a storage config keeps its bytes, without policy or tuning fields (one chunk store each)."""
-    location = ("type", "host_path", "storage_path", "container_path", "bucket", "prefix", "endpoint_url")
-    return "|".join(f"{k}={storage.get(k) or ''}" for k in location)
-
-
-def storages_of(session: Session, experiment_id: int) -> dict[str, dict[str, Any]]:
-    """Each distinct storage the experiment's checkpoints were written to (key -> one full config)."""
-    rows = session.scalars(
-        select(Checkpoint.storage)
-        .join(Trial, Trial.id == Checkpoint.trial_id)
-        .where(Trial.experiment_id == experiment_id)
-        .distinct()
-    )
-    return {storage_key(s): s for s in rows}

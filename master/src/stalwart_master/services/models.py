@@ -15,8 +15,18 @@ from typing import Any, Literal
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
-from stalwart_master.db.orm import Checkpoint, Experiment, Model, ModelVersion, Trial, User
-from stalwart_master.errors import Conflict, ErrorList, Forbidden, NotFound
+from stalwart_master.db.orm import (
+    DEFAULT_PROJECT_ID,
+    Checkpoint,
+    Experiment,
+    Model,
+    ModelVersion,
+    Project,
+    Trial,
+    User,
+)
+from stalwart_master.errors import Conflict, ErrorList, NotFound
+from stalwart_master.services import authz
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +39,10 @@ class ModelFilter:
     name: str | None = None
     labels: list[str] = field(default_factory=list)
     owner: str | None = None
+    # None: every workspace (a cluster admin); otherwise only models inside these.
+    workspace_ids: set[int] | None = None
+    workspace_id: int | None = None
+    project_id: int | None = None
     order_by: ModelOrderBy = "name"
     descending: bool = False
     limit: int = 100
@@ -64,8 +78,10 @@ def create_model(
     description: str = "",
     labels: list[str] | None = None,
     metadata: dict[str, Any] | None = None,
+    project_id: int = DEFAULT_PROJECT_ID,
 ) -> Model:
     _check_name(name)
+    authz.project_to_create_in(session, owner, project_id)
     if session.scalar(select(Model.id).where(Model.name == name)) is not None:
         raise Conflict(f"model {name!r} already exists")
     model = Model(
@@ -74,6 +90,7 @@ def create_model(
         labels=list(dict.fromkeys(labels or [])),
         model_metadata=dict(metadata or {}),
         user_id=owner.id,
+        project_id=project_id,
     )
     session.add(model)
     session.flush()  # a concurrent create of the same name fails here on the unique constraint
@@ -81,13 +98,16 @@ def create_model(
     return model
 
 
-def get_model(session: Session, name: str, *, for_update: bool = False) -> Model:
+def get_model(session: Session, name: str, *, for_update: bool = False, reader: User | None = None) -> Model:
+    """With ``reader``, a model in a workspace they cannot see is not found."""
     query = select(Model).where(Model.name == name)
     if for_update:  # numbers versions safely: concurrent registrations queue on the model row
         query = query.with_for_update(of=Model)
     model = session.scalar(query)
     if model is None:
         raise NotFound(f"model {name!r} not found")
+    if reader is not None:
+        authz.model_for(session, reader, model)
     return model
 
 
@@ -98,6 +118,15 @@ def _filtered(query: Select[Any], flt: ModelFilter) -> Select[Any]:
         query = query.where(Model.labels.contains(flt.labels))
     if flt.owner:
         query = query.join(User, Model.user_id == User.id).where(User.username == flt.owner)
+    if flt.project_id is not None:
+        query = query.where(Model.project_id == flt.project_id)
+    if flt.workspace_ids is not None or flt.workspace_id is not None:
+        in_workspace = select(Project.id)
+        if flt.workspace_ids is not None:
+            in_workspace = in_workspace.where(Project.workspace_id.in_(flt.workspace_ids))
+        if flt.workspace_id is not None:
+            in_workspace = in_workspace.where(Project.workspace_id == flt.workspace_id)
+        query = query.where(Model.project_id.in_(in_workspace))
     return query
 
 
@@ -122,9 +151,8 @@ def version_counts(session: Session, model_ids: Collection[int]) -> dict[int, tu
     return {model_id: (int(count), latest) for model_id, count, latest in rows}
 
 
-def _require_owner(actor: User, model: Model) -> None:
-    if not actor.admin and model.user_id != actor.id:
-        raise Forbidden(f"model {model.name!r} belongs to another user")
+def _require_owner(session: Session, actor: User, model: Model) -> None:
+    authz.model_to_change(session, actor, model)
 
 
 def merge_metadata(current: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
@@ -147,8 +175,8 @@ def update_model(
     labels: list[str] | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> Model:
-    model = get_model(session, name, for_update=True)
-    _require_owner(actor, model)
+    model = get_model(session, name, for_update=True, reader=actor)
+    _require_owner(session, actor, model)
     if description is not None:
         model.description = description
     if labels is not None:
@@ -169,11 +197,17 @@ def register_version(
     labels: list[str] | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> ModelVersion:
-    """Add the next version of ``name``; only a COMPLETED checkpoint can be registered."""
-    model = get_model(session, name, for_update=True)
+    """Add the next version of ``name``; only a COMPLETED checkpoint can be registered.
+
+    Registering protects the checkpoint from deletion, so it needs change rights on the model and
+    the editor role where the checkpoint lives, not just a look at it.
+    """
+    model = get_model(session, name, for_update=True, reader=actor)
+    _require_owner(session, actor, model)
     checkpoint = session.get(Checkpoint, checkpoint_uuid, with_for_update={"read": True})
     if checkpoint is None:
         raise NotFound(f"checkpoint {checkpoint_uuid} not found")
+    authz.checkpoint_for(session, actor, checkpoint, authz.Role.EDITOR)
     if checkpoint.state != "COMPLETED":
         raise Conflict(
             f"checkpoint {checkpoint_uuid} is {checkpoint.state}; "
@@ -208,10 +242,30 @@ def register_version(
     return version
 
 
+def delete_model(session: Session, actor: User, name: str) -> Model:
+    """The model and all its versions; their checkpoints become deletable again."""
+    model = get_model(session, name, for_update=True, reader=actor)
+    _require_owner(session, actor, model)
+    session.delete(model)
+    session.flush()
+    log.info("model %r deleted by %s", name, actor.username)
+    return model
+
+
+def delete_version(session: Session, actor: User, name: str, version: int) -> ModelVersion:
+    model = get_model(session, name, for_update=True, reader=actor)
+    _require_owner(session, actor, model)
+    found = get_version(session, name, version)
+    session.delete(found)
+    session.flush()
+    log.info("model %r version %d deleted by %s", name, version, actor.username)
+    return found
+
+
 def list_versions(
-    session: Session, name: str, *, limit: int = 100, offset: int = 0
+    session: Session, name: str, *, limit: int = 100, offset: int = 0, reader: User | None = None
 ) -> tuple[list[ModelVersion], int]:
-    model = get_model(session, name)
+    model = get_model(session, name, reader=reader)
     total = session.scalar(select(func.count(ModelVersion.id)).where(ModelVersion.model_id == model.id)) or 0
     query = (
         select(ModelVersion)
@@ -223,8 +277,8 @@ def list_versions(
     return list(session.scalars(query)), total
 
 
-def get_version(session: Session, name: str, version: int) -> ModelVersion:
-    model = get_model(session, name)
+def get_version(session: Session, name: str, version: int, *, reader: User | None = None) -> ModelVersion:
+    model = get_model(session, name, reader=reader)
     found = session.scalar(
         select(ModelVersion).where(ModelVersion.model_id == model.id, ModelVersion.version == version)
     )

@@ -25,6 +25,7 @@ from stalwart_master.db.orm import (
 )
 from stalwart_master.errors import Conflict, ErrorList, NotFound
 from stalwart_master.services import gc as gc_service
+from stalwart_master.services import storage as storage_service
 from stalwart_master.services.states import LIVE_ALLOCATION
 
 log = logging.getLogger(__name__)
@@ -225,8 +226,10 @@ def register_checkpoint(
 ) -> Checkpoint:
     """Called only after the harness committed the manifest, so a registered checkpoint is complete.
 
-    Each registration also asks for a GC run: the trial's policy (save_trial_latest and the rest)
-    holds while it trains, not only once the experiment has ended.
+    ``storage`` is the trial's claim of where it wrote: it must be the storage the master resolved
+    for the experiment (else 422 at ``storage``), and the row keeps the master's copy, without
+    credentials, never the claim. Each registration also asks for a GC run: the trial's policy
+    (save_trial_latest and the rest) holds while it trains, not only once the experiment has ended.
     """
     errors = ErrorList()
     files = manifest.get("files")
@@ -241,6 +244,9 @@ def register_checkpoint(
     if steps_completed < 0:
         errors.add("steps_completed", "must be at least 0")
     errors.raise_if_any(title="Invalid checkpoint")
+    experiment = session.get(Experiment, trial.experiment_id)
+    assert experiment is not None
+    where = storage_service.registered_storage(experiment.config, storage)
     if session.get(Checkpoint, checkpoint_uuid) is not None:
         raise Conflict(f"checkpoint {checkpoint_uuid} is already registered")
     checkpoint = Checkpoint(
@@ -249,7 +255,7 @@ def register_checkpoint(
         allocation_id=allocation_id,
         steps_completed=steps_completed,
         state="COMPLETED",
-        storage=storage,
+        storage=where,
         manifest=manifest,
         user_metadata=metadata,
         size=int(manifest.get("size") or sum(int(f["size"]) for f in manifest["files"])),

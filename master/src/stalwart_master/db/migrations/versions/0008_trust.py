@@ -50,7 +50,9 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(
             ["workspace_id"], ["workspaces.id"], name="fk_projects_workspace_id_workspaces"
         ),
-        sa.ForeignKeyConstraint(["user_id"], ["users.id"], name="fk_projects_user_id_users", ondelete="SET NULL"),
+        sa.ForeignKeyConstraint(
+            ["user_id"], ["users.id"], name="fk_projects_user_id_users", ondelete="SET NULL"
+        ),
         sa.PrimaryKeyConstraint("id", name="pk_projects"),
         sa.UniqueConstraint("workspace_id", "name", name="uq_projects_workspace_id_name"),
     )
@@ -86,7 +88,10 @@ def upgrade() -> None:
         sa.Column("target_id", sa.String(length=128), server_default="", nullable=False),
         sa.Column("outcome", sa.String(length=16), server_default="ok", nullable=False),
         sa.Column(
-            "details", postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False
+            "details",
+            postgresql.JSONB(astext_type=sa.Text()),
+            server_default=sa.text("'{}'::jsonb"),
+            nullable=False,
         ),
         sa.PrimaryKeyConstraint("id", name="pk_audit_events"),
     )
@@ -100,7 +105,9 @@ def upgrade() -> None:
     op.execute("INSERT INTO projects (id, workspace_id, name) VALUES (1, 1, 'Uncategorized')")
     op.execute("SELECT setval(pg_get_serial_sequence('workspaces', 'id'), 1)")
     op.execute("SELECT setval(pg_get_serial_sequence('projects', 'id'), 1)")
-    op.execute("INSERT INTO workspace_members (workspace_id, user_id, role) SELECT 1, id, 'editor' FROM users")
+    op.execute(
+        "INSERT INTO workspace_members (workspace_id, user_id, role) SELECT 1, id, 'editor' FROM users"
+    )
     for table in ("experiments", "models"):
         op.add_column(table, sa.Column("project_id", sa.Integer(), server_default="1", nullable=False))
         op.create_index(f"ix_{table}_project_id", table, ["project_id"])
