@@ -103,6 +103,9 @@ def pytest_configure(config: pytest.Config) -> None:
     redis_db = 1 + (int(run) + index) % 15
     os.environ["STALWART_REDIS_URL"] = f"{os.environ['STALWART_TEST_REDIS_BASE']}/{redis_db}"
     os.environ["STALWART_ADMIN_PASSWORD"] = ADMIN_PASSWORD
+    # Every in-process request comes from one address ("testclient"): the per-address login
+    # throttle is tested on its own, so the suite's wrong passwords must not lock each other out.
+    os.environ["STALWART_LOGIN_MAX_FAILURES_PER_ADDRESS"] = "100000"
     os.environ["STALWART_DATA_DIR"] = tempfile.mkdtemp(prefix=f"stalwart-test-{worker}-")
     # Tests never read or write the developer's real CLI token cache.
     os.environ["STALWART_CONFIG_DIR"] = tempfile.mkdtemp(prefix="stalwart-test-cli-")

@@ -11,7 +11,8 @@ from typing import Any, Protocol
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from stalwart_master.db.orm import Allocation, Token, Trial, User
+from stalwart_master.db.orm import Allocation, Experiment, Token, Trial, User
+from stalwart_master.services import storage as storage_service
 from stalwart_master.services.users import hash_token, issue_token
 
 
@@ -24,10 +25,14 @@ class Poster(Protocol):
 class RunningTrial:
     """A trial with a RUNNING allocation and that allocation's token."""
 
-    def __init__(self, trial_id: int, allocation_id: uuid.UUID, token: str) -> None:
+    def __init__(
+        self, trial_id: int, allocation_id: uuid.UUID, token: str, storage: dict[str, Any] | None = None
+    ) -> None:
         self.trial_id = trial_id
         self.allocation_id = allocation_id
         self.token = token
+        # The checkpoint_storage its trial info carries: the only storage a registration may name.
+        self.storage = storage or {}
 
     @property
     def headers(self) -> dict[str, str]:
@@ -57,7 +62,10 @@ def start_trial(sessions: sessionmaker[Session], experiment_id: int) -> RunningT
         session.execute(
             update(Token).where(Token.token_hash == hash_token(secret)).values(allocation_id=allocation.id)
         )
-        return RunningTrial(trial.id, allocation.id, secret)
+        experiment = session.get(Experiment, trial.experiment_id)
+        assert experiment is not None
+        storage = storage_service.experiment_storage(experiment.config)
+        return RunningTrial(trial.id, allocation.id, secret, storage)
 
 
 def manifest(checkpoint_uuid: str, steps: int, parent: str | None) -> dict[str, Any]:
@@ -100,7 +108,7 @@ def report_checkpoint(http: Poster, run: RunningTrial, *, steps: int, parent: st
         "trial_id": run.trial_id,
         "allocation_id": str(run.allocation_id),
         "steps_completed": steps,
-        "storage": {"type": "shared_fs", "host_path": "/nowhere"},
+        "storage": run.storage,
         "manifest": manifest(checkpoint_uuid, steps, parent),
         "metadata": {"steps_completed": steps},
         "parent_uuid": parent,

@@ -75,6 +75,13 @@ def spawn(args: list[str], log_file: Path, env: dict[str, str] | None = None) ->
     return ManagedProcess(process, log_file)
 
 
+def mint_agent_token(api: httpx.Client, agent_id: str) -> str:
+    """A token for ``agent_id`` alone (``stalwart agent token create AGENT_ID``); ``api`` is an admin's."""
+    response = api.post("/api/v1/agents/tokens", json={"agent_id": agent_id})
+    assert response.status_code == 201, response.text
+    return str(response.json()["token"])
+
+
 def agent_argv(master: str, token: str, agent_id: str, slots: int, pool: str, work_dir: Path) -> list[str]:
     """``stalwart-agent`` with artificial slots, as every test cluster starts one; add flags after."""
     return [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,12 +21,22 @@ def login(url: str, password: str) -> httpx.Client:
 
 @dataclass
 class Agents:
-    """Agent processes by id; each keeps its work directory (and so its trials) across restarts."""
+    """Agent processes by id; each keeps its work directory (and so its trials) across restarts.
+
+    ``mint_token`` gives the token bound to an agent id (a credential acts for one agent only);
+    it is asked once per id, and a restarted agent comes back with the token it had.
+    """
 
     master_url: str
-    token: str
+    mint_token: Callable[[str], str]
     root: Path
     processes: dict[str, ManagedProcess] = field(default_factory=dict)
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    def token(self, agent_id: str) -> str:
+        if agent_id not in self.tokens:
+            self.tokens[agent_id] = self.mint_token(agent_id)
+        return self.tokens[agent_id]
 
     def work_dir(self, agent_id: str) -> Path:
         return self.root / agent_id / "work"
@@ -42,9 +53,10 @@ class Agents:
     def start(self, agent_id: str, slots: int, pool: str, *extra: str, wait: bool = True) -> ManagedProcess:
         """Start (or restart) an agent; with ``wait``, return once the master accepted it."""
         before = self.registrations(agent_id)
+        token = self.token(agent_id)
         process = spawn(
             [
-                *agent_argv(self.master_url, self.token, agent_id, slots, pool, self.work_dir(agent_id)),
+                *agent_argv(self.master_url, token, agent_id, slots, pool, self.work_dir(agent_id)),
                 "--max-retry-delay",
                 "1",
                 *extra,

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import httpx
 import pytest
 from agent_cluster import Agents, login
+
+from support import mint_agent_token
 
 
 @pytest.fixture(scope="session")
@@ -19,9 +22,7 @@ def cluster_api(live_master) -> Iterator[httpx.Client]:  # type: ignore[no-untyp
 @pytest.fixture
 def agents(live_master, cluster_api: httpx.Client, tmp_path: Path) -> Iterator[Agents]:  # type: ignore[no-untyped-def]
     """Agents on the shared test master, each in a pool of the test's own; disabled afterwards."""
-    response = cluster_api.post("/api/v1/agents/tokens")
-    assert response.status_code == 201, response.text
-    started = Agents(live_master.url, response.json()["token"], tmp_path / "agents")
+    started = Agents(live_master.url, partial(mint_agent_token, cluster_api), tmp_path / "agents")
     yield started
     started.stop_all()
     for agent_id in started.processes:

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from agent_cluster import Agents, login
 
 from stalwart.context import build_context
 
-from support import free_port, process_gone, start_master, wait_for
+from support import free_port, mint_agent_token, process_gone, start_master, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -202,11 +203,11 @@ def test_an_agent_started_while_the_master_is_down_registers_once_it_is_up(
     url = f"http://127.0.0.1:{private_master.port}"  # type: ignore[attr-defined]
     master = private_master()
     with login(url, os.environ["STALWART_ADMIN_PASSWORD"]) as api:
-        token = api.post("/api/v1/agents/tokens").json()["token"]
+        token = mint_agent_token(api, "early")
     os.killpg(master.pid, signal.SIGKILL)
     master.wait(10)
 
-    agents = Agents(url, token, tmp_path / "agents")
+    agents = Agents(url, {"early": token}.__getitem__, tmp_path / "agents")
     try:
         agents.start("early", 1, "default", wait=False)
         wait_for(
@@ -227,7 +228,7 @@ def test_an_agent_back_after_it_was_declared_lost_has_its_old_run_killed(
     url = f"http://127.0.0.1:{private_master.port}"  # type: ignore[attr-defined]
     private_master()
     api = login(url, os.environ["STALWART_ADMIN_PASSWORD"])
-    agents = Agents(url, api.post("/api/v1/agents/tokens").json()["token"], tmp_path / "agents")
+    agents = Agents(url, partial(mint_agent_token, api), tmp_path / "agents")
     try:
         agents.start("late", 1, "default")
         # A trial that never reports, so it does not notice its run ended: only a kill stops it.

@@ -12,7 +12,7 @@ import pytest
 
 from stalwart.context import build_context
 
-from support import wait_for
+from support import mint_agent_token, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -20,13 +20,13 @@ STEPS_TRIAL = Path(__file__).parent / "trials" / "steps"
 
 
 class FakeAgent:
-    """Registers and polls like the daemon, with its own token, in a pool of its own."""
+    """Registers and polls like the daemon, with a token bound to its own id, in a pool of its own."""
 
-    def __init__(self, app: Any, token: str, slots: int) -> None:
-        self.app = app
+    def __init__(self, admin: Any, slots: int) -> None:
+        self.app = admin
         self.id = f"proto-{uuid.uuid4().hex[:8]}"
         self.pool = f"pool-{self.id}"
-        self.headers = {"Authorization": f"Bearer {token}"}
+        self.headers = {"Authorization": f"Bearer {mint_agent_token(admin, self.id)}"}
         self.slots = slots
 
     def register(
@@ -59,8 +59,7 @@ class FakeAgent:
 
 @pytest.fixture
 def agent(admin: Any) -> FakeAgent:
-    token = admin.post("/api/v1/agents/tokens").json()["token"]
-    return FakeAgent(admin, token, slots=1)
+    return FakeAgent(admin, slots=1)
 
 
 def submit(admin: Any, pool: str) -> int:

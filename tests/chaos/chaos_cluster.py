@@ -117,7 +117,6 @@ class ChaosCluster:
         self.agents: dict[str, Service] = {}
         self.api = Api(self.url, "admin", os.environ["STALWART_ADMIN_PASSWORD"])
         self.experiments: list[int] = []
-        self._agent_token = ""
         self._context = ""
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -134,7 +133,6 @@ class ChaosCluster:
         self.master.start(120)
         self.api.login()
         self.worker.start(60)
-        self._agent_token = str(self.api.post("/api/v1/agents/tokens").json()["token"])
         response = self.api.post(
             "/api/v1/contexts", content=build_context(TRIAL_DIR), headers={"Content-Type": "application/gzip"}
         )
@@ -143,8 +141,11 @@ class ChaosCluster:
             self.add_agent(agent_id, slots, pool=pool)
 
     def add_agent(self, agent_id: str, slots: int, pool: str = "default") -> Service:
+        """A new agent with a token of its own (restarts reuse it: the argv is the service's)."""
+        created = self.api.post("/api/v1/agents/tokens", expect=(201,), json={"agent_id": agent_id})
+        token = str(created.json()["token"])
         argv = [
-            *agent_argv(self.url, self._agent_token, agent_id, slots, pool, self.root / "agents" / agent_id),
+            *agent_argv(self.url, token, agent_id, slots, pool, self.root / "agents" / agent_id),
             "--shutdown-grace",
             "5",
             "--drain-timeout",

@@ -136,11 +136,16 @@ def test_missing_ids_are_one_line_errors(cli: Cli) -> None:
 def test_agent_token_registers_an_agent_shown_with_its_slots_and_drain_round_trip(
     cli: Cli, live_master: Any
 ) -> None:
-    token = cli("agent", "token", "create").stdout.strip()
-    assert token and " " not in token
-    assert as_json(cli("a", "token", "create", "--json"))["token"] != token
-
     agent_id = f"cli-agent-{uuid.uuid4().hex[:8]}"
+    created = cli("agent", "token", "create", agent_id)
+    assert created.exit_code == 0, created.stderr
+    token = created.stdout.strip()
+    assert token and " " not in token and token not in created.stderr
+    token_id = int(created.stderr.strip().rstrip("`").rsplit(" ", 1)[1])  # its id, to revoke it by
+    assert f"Agent token {token_id} for agent {agent_id}" in created.stderr
+    again = as_json(cli("a", "token", "create", agent_id, "--json"))
+    assert again["token"] != token and again["agent_id"] == agent_id and again["id"] != token_id
+
     body = {
         "agent_id": agent_id,
         "resource_pool": f"pool-{agent_id}",  # a pool of its own: no other test's trial lands here
@@ -152,6 +157,12 @@ def test_agent_token_registers_an_agent_shown_with_its_slots_and_drain_round_tri
         f"{live_master.url}/api/v1/agents/register", json=body, headers={"Authorization": f"Bearer {token}"}
     )
     assert registered.status_code == 200, registered.text
+    other = httpx.post(
+        f"{live_master.url}/api/v1/agents/register",
+        json={**body, "agent_id": f"{agent_id}-other"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert other.status_code == 403, other.text  # the token is for agent_id alone
 
     agents = {a["id"]: a for a in as_json(cli("agent", "list", "--json"))}
     assert agents[agent_id]["enabled"] is True and agents[agent_id]["resource_pool"] == f"pool-{agent_id}"
@@ -174,7 +185,41 @@ def test_a_plain_user_cannot_create_agent_tokens(cli: Cli, live_master: Any) -> 
     assert cli("user", "create", name, "--password", "long-enough-password").exit_code == 0
     with Client(live_master.url) as user:
         token = user.login(name, "long-enough-password").token
-    one_error_line(cli("agent", "token", "create", STALWART_TOKEN=token), "admin")
+    one_error_line(cli("agent", "token", "create", "some-agent", STALWART_TOKEN=token), "admin")
+    one_error_line(cli("agent", "token", "list", STALWART_TOKEN=token), "admin")
+    one_error_line(cli("agent", "token", "revoke", "1", STALWART_TOKEN=token), "admin")
+
+
+def test_agent_token_list_shows_each_token_s_agent_and_revoke_refuses_it_from_then_on(
+    cli: Cli, live_master: Any
+) -> None:
+    agent_id = f"cli-agent-{uuid.uuid4().hex[:8]}"
+    created = as_json(cli("agent", "token", "create", agent_id, "--json"))
+    listed = {t["id"]: t for t in as_json(cli("agent", "token", "list", "--json"))}
+    assert listed[created["id"]]["agent_id"] == agent_id
+    assert listed[created["id"]]["created_by"] == live_master.admin_username
+    assert listed[created["id"]]["revoked_at"] is None
+    assert all("token" not in t for t in listed.values())  # secrets are shown once, at creation
+    table = cli("agent", "token", "list")
+    assert table.exit_code == 0, table.stderr
+    assert "Created by" in table.stdout and "Revoked" in table.stdout
+    row = next(line.split() for line in table.stdout.splitlines() if agent_id in line)
+    assert row[:3] == [str(created["id"]), agent_id, live_master.admin_username]
+    assert created["token"] not in table.stdout
+
+    revoked = cli("agent", "token", "revoke", str(created["id"]))
+    assert (revoked.exit_code, revoked.stdout.strip()) == (0, f"Revoked agent token {created['id']}")
+    again = {t["id"]: t for t in as_json(cli("a", "token", "list", "--json"))}[created["id"]]
+    assert again["revoked_at"] is not None
+    refused = httpx.get(
+        f"{live_master.url}/api/v1/agents/{agent_id}/work",
+        params={"timeout_seconds": 0},
+        headers={"Authorization": f"Bearer {created['token']}"},
+    )
+    assert refused.status_code == 401, refused.text
+    one_error_line(cli("agent", "token", "revoke", MISSING), "not found")
+    usage = cli("agent", "token", "create")
+    assert usage.exit_code == 2 and "AGENT_ID" in usage.stderr
 
 
 def test_ctrl_c_while_following_logs_exits_quietly(cli: Cli, monkeypatch: Any) -> None:

@@ -86,14 +86,19 @@ def test_up_status_down_runs_and_stops_exactly_the_local_cluster(
     assert all(not process_gone(pid) for pid in pids.values())
     assert first["master_url"] == f"http://127.0.0.1:{port}"
     assert httpx.get(f"{first['master_url']}/health", timeout=10).status_code == 200
+    # Shown by the start that created it, and kept in the file only from then on.
     password = first["admin"]["password"]
     assert password
+    password_file = data_dir / "admin-password"
+    assert first["admin"]["password_file"] == str(password_file)
+    assert password_file.read_text().strip() == password
     assert _login(first["master_url"], password) == 200
     assert _login(first["master_url"], password + "-wrong") == 401
 
     again = _json(_cli(cli_env, "up", "--data-dir", str(data_dir), "--port", str(port), "--json"))
     assert _pids(again) == pids
     assert {c["detail"] for c in again["components"]} == {"already running"}
+    assert again["admin"]["password"] is None
 
     # STALWART_DATA_DIR alone selects the cluster.
     status = _json(_cli(cli_env, "status", "--json"))
@@ -101,7 +106,8 @@ def test_up_status_down_runs_and_stops_exactly_the_local_cluster(
     assert _pids(status) == pids
     table = _cli(cli_env, "status")
     assert table.returncode == 0
-    assert first["master_url"] in table.stdout and password in table.stdout
+    assert first["master_url"] in table.stdout and str(password_file) in table.stdout
+    assert password not in table.stdout + table.stderr
 
     down = _json(_cli(cli_env, "down", "--json"))
     assert {c["name"]: c["state"] for c in down["components"]} == dict.fromkeys(COMPONENTS, "stopped")
@@ -113,7 +119,8 @@ def test_up_status_down_runs_and_stops_exactly_the_local_cluster(
     # Data survives: the same admin password still logs in after a fresh start.
     restarted = _json(_cli(cli_env, "up", "--port", str(port), "--json"))
     assert set(_pids(restarted).values()).isdisjoint(pids.values())
-    assert restarted["admin"]["password"] == password
+    assert restarted["admin"]["password"] is None
+    assert password_file.read_text().strip() == password
     assert _login(restarted["master_url"], password) == 200
     assert _cli(cli_env, "down").returncode == 0
     assert all(process_gone(pid) for pid in _pids(restarted).values())

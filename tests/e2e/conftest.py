@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from support import ManagedProcess, agent_argv, spawn, wait_for
+from support import ManagedProcess, agent_argv, mint_agent_token, spawn, wait_for
 
 
 @pytest.fixture(scope="session")
@@ -24,10 +24,16 @@ def admin_api(live_master) -> Iterator[httpx.Client]:  # type: ignore[no-untyped
 
 
 @pytest.fixture(scope="session")
-def agent_token(admin_api: httpx.Client) -> str:
-    response = admin_api.post("/api/v1/agents/tokens")
-    assert response.status_code == 201, response.text
-    return str(response.json()["token"])
+def agent_token(admin_api: httpx.Client) -> Callable[[str], str]:
+    """Gives the token for an agent id, minted once per id: a token acts for its own agent only."""
+    tokens: dict[str, str] = {}
+
+    def token_for(agent_id: str) -> str:
+        if agent_id not in tokens:
+            tokens[agent_id] = mint_agent_token(admin_api, agent_id)
+        return tokens[agent_id]
+
+    return token_for
 
 
 @pytest.fixture(autouse=True)
@@ -46,15 +52,16 @@ def no_leftover_work(admin_api: httpx.Client) -> None:
 
 @pytest.fixture
 def start_agent(
-    live_master, agent_token: str, admin_api: httpx.Client, tmp_path: Path
+    live_master, agent_token: Callable[[str], str], admin_api: httpx.Client, tmp_path: Path
 ) -> Iterator[Callable[..., ManagedProcess]]:  # type: ignore[no-untyped-def]
     """Starts `stalwart-agent --artificial-slots N` processes, stopped and disabled after the test."""
     started: list[tuple[str, ManagedProcess]] = []
 
     def start(agent_id: str, slots: int, pool: str = "default") -> ManagedProcess:
+        token = agent_token(agent_id)
         process = spawn(
             [
-                *agent_argv(live_master.url, agent_token, agent_id, slots, pool, tmp_path / agent_id),
+                *agent_argv(live_master.url, token, agent_id, slots, pool, tmp_path / agent_id),
                 # Stopping the agent (SIGTERM) drains it; trials that ignore preemption are stopped
                 # after this, well before ManagedProcess.stop's SIGKILL would orphan them.
                 "--drain-timeout",

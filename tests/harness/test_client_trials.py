@@ -26,9 +26,8 @@ CONFIG = SIMPLE_CONFIG.replace("{description}", "made by test_client_trials")
 MISSING = 2_000_000_000
 
 
-def register_agent(master: str, token: str, *, slots: int = 2) -> tuple[str, str]:
+def register_agent(master: str, agent_id: str, token: str, *, slots: int = 2) -> httpx.Response:
     """Register an agent the way the daemon does, in a pool of its own so no trial lands on it."""
-    agent_id = f"test-agent-{uuid.uuid4().hex[:8]}"
     pool = f"pool-{agent_id}"
     body = {
         "agent_id": agent_id,
@@ -40,11 +39,8 @@ def register_agent(master: str, token: str, *, slots: int = 2) -> tuple[str, str
         ],
         "running": [],
     }
-    response = httpx.post(
-        f"{master}/api/v1/agents/register", json=body, headers={"Authorization": f"Bearer {token}"}
-    )
-    assert response.status_code == 200, response.text
-    return agent_id, pool
+    headers = {"Authorization": f"Bearer {token}"}
+    return httpx.post(f"{master}/api/v1/agents/register", json=body, headers=headers)
 
 
 e2e = pytest.mark.e2e
@@ -119,9 +115,12 @@ def test_missing_trials_checkpoints_and_agents_are_not_found(admin: Client) -> N
 def test_an_agent_token_registers_an_agent_that_can_be_drained_and_enabled(
     admin: Client, live_master: Any
 ) -> None:
-    token = admin.create_agent_token()
+    agent_id = f"test-agent-{uuid.uuid4().hex[:8]}"
+    pool = f"pool-{agent_id}"
+    token = admin.create_agent_token(agent_id)
     assert token and token != admin.token
-    agent_id, pool = register_agent(live_master.url, token, slots=2)
+    registered = register_agent(live_master.url, agent_id, token, slots=2)
+    assert registered.status_code == 200, registered.text
 
     agent = next(a for a in admin.list_agents() if a.id == agent_id)
     assert (agent.resource_pool, agent.version, agent.enabled, agent.draining) == (pool, "test", True, False)
@@ -139,9 +138,34 @@ def test_an_agent_token_registers_an_agent_that_can_be_drained_and_enabled(
     enabled = admin.enable_agent(agent_id)
     assert (enabled.enabled, enabled.draining) == (True, False)
 
-    # The agent's token is for the agent routes only.
+    # The agent's token is for the agent routes only, and for its own agent id only.
     with Client(live_master.url, token=token) as as_agent, pytest.raises(ForbiddenError):
         as_agent.list_agents()
+    assert register_agent(live_master.url, f"{agent_id}-other", token).status_code == 403
+
+
+@e2e
+def test_agent_tokens_are_listed_without_secrets_and_a_revoked_one_is_refused(
+    admin: Client, live_master: Any
+) -> None:
+    agent_id = f"test-agent-{uuid.uuid4().hex[:8]}"
+    issued = admin.issue_agent_token(agent_id)
+    assert (issued.agent_id, issued.id > 0) == (agent_id, True)
+    assert issued.token not in repr(issued)
+    assert register_agent(live_master.url, agent_id, issued.token).status_code == 200
+
+    (listed,) = [t for t in admin.list_agent_tokens() if t.id == issued.id]
+    assert (listed.agent_id, listed.created_by, listed.revoked_at) == (agent_id, "admin", None)
+    assert listed.created_at is not None and listed.expires_at is not None
+    assert issued.token not in json.dumps(listed.raw)
+
+    assert admin.revoke_agent_token(issued.id) is None
+    (revoked,) = [t for t in admin.list_agent_tokens() if t.id == issued.id]
+    assert revoked.revoked_at is not None
+    assert register_agent(live_master.url, agent_id, issued.token).status_code == 401
+    with pytest.raises(NotFoundError):
+        admin.revoke_agent_token(MISSING)
+    admin.disable_agent(agent_id, drain=True)
 
 
 @e2e
@@ -151,7 +175,11 @@ def test_only_admins_create_agent_tokens_or_control_agents(admin: Client, live_m
     with Client(live_master.url) as user:
         user.login(name, "a long enough password")
         with pytest.raises(ForbiddenError):
-            user.create_agent_token()
+            user.create_agent_token("some-agent")
+        with pytest.raises(ForbiddenError):
+            user.list_agent_tokens()
+        with pytest.raises(ForbiddenError):
+            user.revoke_agent_token(1)
         with pytest.raises(ForbiddenError):
             user.disable_agent("whatever-agent")
         assert isinstance(user.list_agents(), list)  # reading is for everyone

@@ -9,8 +9,10 @@ import uuid
 import pytest
 from sqlalchemy import select, update
 
-from stalwart_master.db.orm import Allocation, Token, Trial, User
+from stalwart_master.db.orm import Agent, Allocation, Token, Trial, User
 from stalwart_master.services.users import hash_token, issue_token
+
+from support import mint_agent_token
 
 pytestmark = pytest.mark.integration
 CONFIG = "entrypoint: python3 train.py\nsearcher: {name: single, metric: loss}\n"
@@ -87,11 +89,18 @@ def test_a_trial_token_is_confined_to_its_own_trial(admin, trial_token) -> None:
 
 def test_a_retried_log_batch_adds_no_line_twice(admin, trial_token) -> None:  # type: ignore[no-untyped-def]
     trial_id, _ = trial_token
-    agent_token = admin.post("/api/v1/agents/tokens").json()["token"]
-    with admin.app_ref.state.sessions() as session:
+    # The allocation runs on an agent, and that agent's own token ships its logs.
+    agent_id = f"logs-agent-{uuid.uuid4().hex[:8]}"
+    with admin.app_ref.state.sessions.begin() as session:
+        session.add(Agent(id=agent_id, resource_pool=agent_id, enabled=False, connected=False))
+        session.flush()
         allocation_id = session.scalars(
-            select(Allocation.id).where(Allocation.trial_id == trial_id, Allocation.state == "RUNNING")
+            update(Allocation)
+            .where(Allocation.trial_id == trial_id, Allocation.state == "RUNNING")
+            .values(agent_id=agent_id)
+            .returning(Allocation.id)
         ).one()
+    agent_token = mint_agent_token(admin, agent_id)
     batch = {
         "batch_id": str(uuid.uuid4()),
         "lines": [

@@ -14,7 +14,7 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,12 +23,12 @@ import httpx
 import numpy as np
 import pytest
 import redis as redis_lib
-from sqlalchemy import create_engine, select
+from sqlalchemy import create_engine, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from stalwart.checkpoint import CheckpointWriter, load_state, open_storage, read_manifest
 from stalwart.core._errors import CheckpointNotFound
-from stalwart_master.db.orm import Checkpoint, GCRequest, Trial
+from stalwart_master.db.orm import Agent, Allocation, Checkpoint, GCRequest, Trial
 from stalwart_master.jobs.gc import GCBusy, collect
 from stalwart_master.services import gc as gc_service
 
@@ -36,6 +36,7 @@ from support import (
     ManagedProcess,
     drop_database,
     free_port,
+    mint_agent_token,
     process_gone,
     recreate_database,
     redis_server_argv,
@@ -121,8 +122,19 @@ class Cluster:
         self.workers.append(worker)
         return worker
 
-    def agent_token(self) -> str:
-        return str(self.api.post("/api/v1/agents/tokens").json()["token"])
+    def agent_token(self, allocation_ids: Iterable[str]) -> str:
+        """The token of an agent the allocations are placed on: an agent reports only for its own."""
+        agent_id = f"gc-agent-{uuid.uuid4().hex[:8]}"
+        with self.sessions.begin() as session:
+            # Disabled and disconnected: the scheduler places nothing there and nobody declares it lost.
+            session.add(Agent(id=agent_id, resource_pool=agent_id, enabled=False, connected=False))
+            session.flush()
+            session.execute(
+                update(Allocation)
+                .where(Allocation.id.in_([uuid.UUID(a) for a in allocation_ids]))
+                .values(agent_id=agent_id)
+            )
+        return mint_agent_token(self.api, agent_id)
 
 
 @pytest.fixture(scope="module")
@@ -236,7 +248,7 @@ class Run:
             self.saved[number] = self.checkpoint(trial_id, steps)
 
     def end_trials(self) -> None:
-        token = self.cluster.agent_token()
+        token = self.cluster.agent_token(allocation_id for allocation_id, _ in self.tokens.values())
         for allocation_id, _ in self.tokens.values():
             response = self.cluster.api.post(
                 f"/api/v1/allocations/{allocation_id}/state",

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from stalwart_master.contexts.archive import (
+    ArchiveOverLimit,
     ArchiveTooLarge,
     ContextArchive,
     UnsafeArchive,
@@ -180,20 +181,45 @@ def test_too_many_members(tmp_path: Path) -> None:
     data = _pack(tmp_path, [_file(f"f{i}.py") for i in range(6)])
 
     assert inspect_context(data, max_members=6).files == 6
-    with pytest.raises(UnsafeArchive) as caught:
+    with pytest.raises(ArchiveOverLimit) as caught:
         inspect_context(data, max_members=5)
-    assert caught.value.member == "f5.py"
-    assert "more than 5 members" in caught.value.reason
+    assert (caught.value.member, caught.value.limit, caught.value.status) == (
+        "f5.py",
+        "context_max_members",
+        413,
+    )
+    assert "more than 5 members" in caught.value.detail
+    assert "STALWART_CONTEXT_MAX_MEMBERS=5" in caught.value.detail
 
 
 def test_zero_filled_member_over_unpacked_limit(tmp_path: Path) -> None:
     data = _pack(tmp_path, [_file("zeros.bin", bytes(2 * 1024 * 1024))])
 
     assert len(data) < 16 * 1024
-    with pytest.raises(UnsafeArchive) as caught:
+    with pytest.raises(ArchiveOverLimit) as caught:
         inspect_context(data, max_unpacked_bytes=1024 * 1024)
     assert caught.value.member == "zeros.bin"
-    assert "unpacks to more than" in caught.value.reason
+    assert caught.value.limit == "context_max_unpacked_bytes"
+    assert "unpacks to more than 1048576 bytes" in caught.value.detail
+
+
+def test_a_path_deeper_than_the_cap_is_refused(tmp_path: Path) -> None:
+    deep = "/".join(["d"] * 4) + "/f.py"
+    data = _pack(tmp_path, [_file(deep)])
+
+    assert inspect_context(data, max_depth=5).files == 1
+    with pytest.raises(ArchiveOverLimit) as caught:
+        inspect_context(data, max_depth=4)
+    assert (caught.value.member, caught.value.limit) == (deep, "context_max_depth")
+    assert "STALWART_CONTEXT_MAX_DEPTH=4" in caught.value.detail
+
+
+def test_a_symlink_target_longer_than_twice_the_depth_is_refused(tmp_path: Path) -> None:
+    climb = _special("up", tarfile.SYMTYPE, "/".join([".."] * 2 + ["a"] * 6))
+
+    with pytest.raises(ArchiveOverLimit) as caught:
+        inspect_context(_pack(tmp_path, [climb]), max_depth=3)
+    assert (caught.value.member, caught.value.limit) == ("up", "context_max_depth")
 
 
 def _gzip_bomb(tmp_path: Path, unpacked: int) -> bytes:
@@ -219,10 +245,10 @@ def test_gzip_bomb_is_refused_from_its_header(tmp_path: Path) -> None:
     data = _gzip_bomb(tmp_path, 5 * 1024**3)
 
     assert len(data) < 8 * 1024 * 1024
-    with pytest.raises(UnsafeArchive) as caught:
+    with pytest.raises(ArchiveOverLimit) as caught:
         inspect_context(data)
     assert caught.value.member == "weights.bin"
-    assert f"more than {4 * 1024**3} bytes" in caught.value.reason
+    assert f"more than {1024**3} bytes" in caught.value.detail
 
 
 def test_oversized_header_extension_is_refused(tmp_path: Path) -> None:
@@ -244,8 +270,9 @@ def test_many_header_extensions_stop_decompression(tmp_path: Path) -> None:
     data = _pack(tmp_path, members)
 
     assert inspect_context(data, max_members=10, max_unpacked_bytes=10 * 1024 * 1024).files == 3
-    with pytest.raises(BadRequest, match="unpacks to more than"):
-        inspect_context(data, max_members=10, max_unpacked_bytes=0)
+    # The files are empty: only counting the headers themselves stops this.
+    with pytest.raises(ArchiveOverLimit, match="unpacks to more than"):
+        inspect_context(data, max_members=10, max_unpacked_bytes=1024 * 1024)
 
 
 @pytest.mark.parametrize(

@@ -113,7 +113,7 @@ def test_lineage_follows_warm_starts_across_three_experiments(admin: Any) -> Non
     assert experiments[exp_b["id"]]["context_sha256"] is None
     assert experiments[exp_b["id"]]["config"]["searcher"]["source_trial_id"] == run_a.trial_id
     assert experiments[exp_c["id"]]["config"]["searcher"]["source_checkpoint_uuid"] == b1
-    assert experiments[exp_b["id"]]["config"]["checkpoint_storage"]["secret_key"] == "***"
+    assert experiments[exp_b["id"]]["config"]["checkpoint_storage"]["secret_key"] == "********"
     assert secret not in response.text
     assert experiments[exp_a["id"]]["name"] == exp_a["name"]
 

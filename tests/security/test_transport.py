@@ -34,13 +34,13 @@ from stalwart.core._http import AllocationSession
 from stalwart_agent.launcher import trial_env
 from stalwart_agent.master import StartAction
 from stalwart_master.api import docs_page, security_headers
+from stalwart_master.local.process import free_port
 from stalwart_master.settings import Settings
 
 from support import (
     ManagedProcess,
     agent_argv,
     drop_database,
-    free_port,
     one_error_line,
     recreate_database,
     spawn,
@@ -152,14 +152,14 @@ class TLSMaster:
     admin_token: str
     process: ManagedProcess
 
-    def http(self, **kwargs: object) -> httpx.Client:
-        """A client that trusts the test CA, without a token unless given ``headers``."""
+    def http(self, headers: dict[str, str] | None = None) -> httpx.Client:
+        """A client that trusts the test CA, without a token unless given one in ``headers``."""
         return httpx.Client(
-            base_url=self.url, verify=ssl.create_default_context(cafile=self.ca), timeout=30, **kwargs
+            base_url=self.url, verify=ssl.create_default_context(cafile=self.ca), timeout=30, headers=headers
         )
 
     def admin(self) -> httpx.Client:
-        return self.http(headers={"Authorization": f"Bearer {self.admin_token}"})
+        return self.http({"Authorization": f"Bearer {self.admin_token}"})
 
 
 @pytest.fixture(scope="module")

@@ -153,7 +153,6 @@ def run(
         raise AgentError(
             f"agent id {agent_id!r} must be 1-128 letters, digits, '.', '_' or '-' (set --agent-id)"
         )
-    run_as = resolve_trial_user(trial_user)
     slots = discover_slots(
         slot_type.value,
         parse_visible_gpus(visible_gpus),
@@ -170,6 +169,7 @@ def run(
             slot.name,
             slot.memory_mb,
         )
+    run_as = resolve_trial_user(trial_user)
     config = AgentConfig(
         master_url=master.rstrip("/"),
         token=token.strip(),

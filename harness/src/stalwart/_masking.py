@@ -100,9 +100,24 @@ def mask_config(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {k: _mask_all(v) if is_secret_key(k) else mask_config(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [
-            (_secret_assignment(v) or v) if isinstance(v, str) else mask_config(v) for v in value
-        ]
+        return [(_secret_assignment(v) or v) if isinstance(v, str) else mask_config(v) for v in value]
+    return value
+
+
+def mask_answer(value: Any) -> Any:
+    """``mask_config`` for a whole API answer (an experiment, a page of them, a checkpoint, a
+    lineage), whose ``original_config`` YAML text is masked with ``mask_yaml_text`` as well."""
+    if isinstance(value, Mapping):
+        return {
+            k: _mask_all(v)
+            if is_secret_key(k)
+            else mask_yaml_text(v)
+            if k == "original_config" and isinstance(v, str)
+            else mask_answer(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [(_secret_assignment(v) or v) if isinstance(v, str) else mask_answer(v) for v in value]
     return value
 
 
@@ -110,7 +125,8 @@ def mask_config(value: Any) -> Any:
 
 
 def _loader() -> type[Any]:
-    return getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    loader: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when there
+    return loader
 
 
 def _secret_scalars(root: yaml.Node) -> list[tuple[yaml.ScalarNode, str]]:

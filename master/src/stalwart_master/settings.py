@@ -174,6 +174,11 @@ class LimitSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STALWART_")
 
     max_context_bytes: int = 96 * 1024 * 1024
+    # What an uploaded context may unpack to, checked while it is decompressed (a 1 MB gzip can
+    # hold gigabytes): bytes of the tar stream inside the gzip, members, and directory levels.
+    context_max_unpacked_bytes: int = Field(default=1024**3, ge=1)
+    context_max_members: int = Field(default=10_000, ge=1)
+    context_max_depth: int = Field(default=32, ge=1)
     max_config_bytes: int = 1024 * 1024
     max_page_limit: int = 1000
     # Trials one experiment may run in all (STALWART_MAX_TRIALS): a typo such as an extra zero

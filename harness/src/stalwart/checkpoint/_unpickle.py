@@ -72,6 +72,7 @@ _ALLOWED = frozenset(
         "torch.Size",
         "torch.device",
         "torch.Generator",
+        "torch._C.Generator",  # how torch.Generator pickles
         "numpy.dtype",
         "numpy.ndarray",
         # numpy 2 pickles through numpy._core, numpy 1 through numpy.core.
@@ -79,6 +80,8 @@ _ALLOWED = frozenset(
         "numpy._core.multiarray.scalar",
         "numpy.core.multiarray._reconstruct",
         "numpy.core.multiarray.scalar",
+        "numpy._core.numeric._frombuffer",  # protocol 5: a contiguous array from its bytes
+        "numpy.core.numeric._frombuffer",
     }
 )
 
@@ -90,6 +93,7 @@ _BUILDABLE = frozenset(
         "collections.Counter",
         "uuid.UUID",
         "torch.Generator",
+        "torch._C.Generator",
         "numpy.dtype",
         "numpy.ndarray",
     }
@@ -120,7 +124,10 @@ _NEVER = frozenset(
     )
 )
 
-_MODULE_ALIASES = {"numpy.core.multiarray": "numpy._core.multiarray"}
+_MODULE_ALIASES = {
+    "numpy.core.multiarray": "numpy._core.multiarray",
+    "numpy.core.numeric": "numpy._core.numeric",
+}
 
 
 class UnsafeCheckpointError(CheckpointError):

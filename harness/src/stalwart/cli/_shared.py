@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
+from stalwart._masking import mask_answer
 from stalwart.client import Client
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON to stdout instead of a table.")]
@@ -44,6 +45,12 @@ def client(ctx: typer.Context) -> Client:
 
 def print_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, default=str))
+
+
+def print_masked_json(data: Any) -> None:
+    """``print_json`` for experiments, checkpoints and lineages: secrets are masked here too, by
+    the same rule as the master's (``stalwart._masking``), whatever the master sent."""
+    print_json(mask_answer(data))
 
 
 def fmt_time(value: datetime | None) -> str:

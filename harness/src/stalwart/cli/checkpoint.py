@@ -7,8 +7,17 @@ from typing import Annotated, Any
 
 import typer
 
+from stalwart._masking import mask_config, without_masked
 from stalwart.cli._errors import CliError
-from stalwart.cli._shared import JsonOption, client, fmt_size, fmt_time, print_fields, print_json, print_table
+from stalwart.cli._shared import (
+    JsonOption,
+    client,
+    fmt_size,
+    fmt_time,
+    print_fields,
+    print_masked_json,
+    print_table,
+)
 
 app = typer.Typer(help="List and inspect checkpoints.", no_args_is_help=True)
 
@@ -27,7 +36,7 @@ def list_(
     """List the checkpoints of an experiment's trials, oldest first."""
     checkpoints = client(ctx).list_checkpoints(experiment_id)
     if as_json:
-        print_json([ckpt.raw for ckpt in checkpoints])
+        print_masked_json([ckpt.raw for ckpt in checkpoints])
         return
     print_table(
         ["UUID", "Trial", "Steps", "State", "Size", "Files", "Created"],
@@ -60,7 +69,7 @@ def describe(
     """Show one checkpoint with its files (size and SHA-256 of each)."""
     ckpt = client(ctx).get_checkpoint(checkpoint_uuid)
     if as_json:
-        print_json(ckpt.raw)
+        print_masked_json(ckpt.raw)
         return
     print_fields(
         {
@@ -75,7 +84,7 @@ def describe(
             "Deleted": fmt_time(ckpt.deleted_at),
             "Parent": ckpt.parent_uuid,
             "Allocation": ckpt.allocation_id,
-            "Storage": json.dumps(dict(ckpt.storage), sort_keys=True),
+            "Storage": json.dumps(mask_config(dict(ckpt.storage)), sort_keys=True),
             "Metadata": json.dumps(dict(ckpt.metadata), sort_keys=True),
             "Created": fmt_time(ckpt.created_at),
         }
@@ -96,7 +105,7 @@ def lineage(
     """Show where a checkpoint came from: its parent chain, then the experiments and trials involved."""
     found = client(ctx).checkpoint_lineage(checkpoint_uuid)
     if as_json:
-        print_json(found.raw)
+        print_masked_json(found.raw)
         return
     experiment_of = {t.id: t.experiment_id for t in found.trials}
     chain = [found.checkpoint, *found.chain]
@@ -144,7 +153,7 @@ def delete(
         typer.confirm(f"Delete checkpoint {checkpoint_uuid} from storage?", abort=True)
     ckpt = client(ctx).delete_checkpoint(checkpoint_uuid)
     if as_json:
-        print_json(ckpt.raw)
+        print_masked_json(ckpt.raw)
     elif ckpt.state == "DELETED":
         typer.echo(f"Checkpoint {ckpt.uuid} is already deleted")
     else:
@@ -162,7 +171,8 @@ def _open_checkpoint(ctx: typer.Context, checkpoint_uuid: str) -> tuple[Any, dic
     if ckpt.state == "DELETED":
         raise CliError(f"checkpoint {ckpt.uuid} was deleted; its storage is gone")
     try:
-        storage = open_storage(dict(ckpt.storage))
+        # Masked credentials are no credentials: this machine's own (environment, role) apply.
+        storage = open_storage(without_masked(ckpt.storage))
         manifest = ckpt.raw.get("manifest")
         if isinstance(manifest, dict) and "format" in manifest:
             return storage, validate_manifest(manifest, ckpt.uuid)

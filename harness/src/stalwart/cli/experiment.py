@@ -7,8 +7,17 @@ from typing import Annotated
 
 import typer
 
+from stalwart._masking import mask_yaml_text
 from stalwart.cli._errors import EXIT_ERROR, EXIT_INTERRUPTED, CliError
-from stalwart.cli._shared import JsonOption, client, fmt_size, fmt_time, print_fields, print_json, print_table
+from stalwart.cli._shared import (
+    JsonOption,
+    client,
+    fmt_size,
+    fmt_time,
+    print_fields,
+    print_masked_json,
+    print_table,
+)
 from stalwart.cli.trial import FollowOption, TailOption, print_logs, print_trials, searcher_metric
 from stalwart.client import Experiment, ExperimentState, WaitTimeout
 
@@ -61,7 +70,7 @@ def _build_context(directory: Path) -> bytes:
 
 def _summary(exp: Experiment, as_json: bool, message: str) -> None:
     if as_json:
-        print_json(exp.raw)
+        print_masked_json(exp.raw)
     else:
         typer.echo(message)
 
@@ -76,6 +85,16 @@ def create(
     paused: Annotated[
         bool, typer.Option("--paused", help="Create it paused; start with `activate`.")
     ] = False,
+    project: Annotated[
+        int | None,
+        typer.Option(
+            "--project",
+            min=1,
+            metavar="PROJECT_ID",
+            help='Create it in this project [default: 1, "Uncategorized"].',
+            show_default=False,
+        ),
+    ] = None,
     follow: Annotated[
         bool,
         typer.Option(
@@ -92,7 +111,7 @@ def create(
     data = _build_context(context_dir)
     c = client(ctx)
     upload = c.upload_context(data)
-    exp = c.create_experiment(config_text, context=upload.sha256, paused=paused)
+    exp = c.create_experiment(config_text, context=upload.sha256, paused=paused, project_id=project)
     # The context note goes to stderr so stdout carries only the result (or the JSON), and only
     # now, so that a refused config still fails with a single line.
     verb = "uploaded" if upload.uploaded else "already on the master:"
@@ -142,6 +161,18 @@ def list_(
     ] = None,
     limit: Annotated[int | None, typer.Option(min=1, max=1000, help="At most this many.")] = None,
     offset: Annotated[int | None, typer.Option(min=0, help="Skip this many.")] = None,
+    workspace: Annotated[
+        int | None,
+        typer.Option(
+            "--workspace", min=1, metavar="WORKSPACE_ID", help="Only in this workspace.", show_default=False
+        ),
+    ] = None,
+    project: Annotated[
+        int | None,
+        typer.Option(
+            "--project", min=1, metavar="PROJECT_ID", help="Only in this project.", show_default=False
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """List experiments, newest first."""
@@ -155,9 +186,11 @@ def list_(
         order=None if ascending is None else ("asc" if ascending else "desc"),
         limit=limit,
         offset=offset,
+        workspace_id=workspace,
+        project_id=project,
     )
     if as_json:
-        print_json(page.raw)
+        print_masked_json(page.raw)
         return
     shown = len(page.items)
     caption = f"{shown} of {page.total} shown (use --offset/--limit)" if shown < page.total else None
@@ -190,7 +223,7 @@ def describe(ctx: typer.Context, experiment_id: ExperimentId, as_json: JsonOptio
     exp = c.get_experiment(experiment_id)
     trials = c.list_trials(experiment_id)
     if as_json:
-        print_json({**exp.raw, "trials": [t.raw for t in trials]})
+        print_masked_json({**exp.raw, "trials": [t.raw for t in trials]})
         return
     print_fields(
         {
@@ -238,12 +271,12 @@ def config(
         bool, typer.Option("--json", help="Print the expanded config (defaults merged in) as JSON.")
     ] = False,
 ) -> None:
-    """Print the config exactly as submitted (YAML)."""
+    """Print the config as submitted (YAML), secret values masked."""
     exp = client(ctx).get_experiment(experiment_id)
     if as_json:
-        print_json(dict(exp.config))
+        print_masked_json(dict(exp.config))
         return
-    text = exp.original_config or ""
+    text = mask_yaml_text(exp.original_config or "")
     typer.echo(text, nl=not text.endswith("\n"))
 
 
@@ -308,6 +341,18 @@ def delete(
         typer.confirm(f"Delete experiment {experiment_id} and all its data?", abort=True)
     exp = client(ctx).delete_experiment(experiment_id)
     _summary(exp, as_json, f"Experiment {exp.id} is {exp.state}")
+
+
+@app.command()
+def move(
+    ctx: typer.Context,
+    experiment_id: ExperimentId,
+    project_id: Annotated[int, typer.Argument(min=1, help="Destination project id.", show_default=False)],
+    as_json: JsonOption = False,
+) -> None:
+    """Move the experiment into another project (you need the editor role there)."""
+    exp = client(ctx).move_experiment(experiment_id, project_id)
+    _summary(exp, as_json, f"Experiment {exp.id} moved to project {exp.project_id}")
 
 
 @label_app.command("add")

@@ -8,7 +8,21 @@ from typing import Annotated
 
 import typer
 
-from stalwart.cli import agent, checkpoint, deploy, experiment, master, model, slot, trial, user
+from stalwart.cli import (
+    agent,
+    audit,
+    checkpoint,
+    deploy,
+    experiment,
+    master,
+    model,
+    project,
+    slot,
+    token,
+    trial,
+    user,
+    workspace,
+)
 from stalwart.cli._errors import CliGroup
 from stalwart.cli._shared import CliState
 from stalwart.client import auth
@@ -33,6 +47,10 @@ for _group, _name, _alias in (
     (agent.app, "agent", "a"),
     (slot.app, "slot", None),
     (user.app, "user", "u"),
+    (token.app, "token", "tkn"),
+    (workspace.app, "workspace", "w"),
+    (project.app, "project", "p"),
+    (audit.app, "audit", None),
     (master.app, "master", None),
 ):
     app.add_typer(_group, name=_name)

@@ -191,3 +191,30 @@ def list_versions(
     shown = len(page.items)
     caption = f"{shown} of {page.total} shown (use --offset/--limit)" if shown < page.total else None
     _print_versions(page.items, caption)
+
+
+@app.command()
+def delete(
+    ctx: typer.Context,
+    name: ModelName,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete a model with all its versions; their checkpoints are no longer kept for it."""
+    if not yes:
+        typer.confirm(f"Delete model {name!r} and all its versions?", abort=True)
+    client(ctx).delete_model(name)
+    typer.echo(f"Deleted model {name!r}")
+
+
+@app.command("delete-version")
+def delete_version(
+    ctx: typer.Context,
+    name: ModelName,
+    version: Annotated[int, typer.Argument(min=1, help="Version number.", show_default=False)],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete one version of a model; its checkpoint is no longer kept for it."""
+    if not yes:
+        typer.confirm(f"Delete version {version} of model {name!r}?", abort=True)
+    client(ctx).delete_model_version(name, version)
+    typer.echo(f"Deleted {name}:{version}")

@@ -104,3 +104,81 @@ def create(
         print_json(user.raw)
     else:
         typer.echo(f"Created user {user.username} (id {user.id}){' as admin' if user.admin else ''}")
+
+
+Username = Annotated[str, typer.Argument(help="User name.", show_default=False)]
+
+
+def _updated(user: User, as_json: bool, message: str) -> None:
+    if as_json:
+        print_json(user.raw)
+    else:
+        typer.echo(message)
+
+
+@app.command()
+def activate(ctx: typer.Context, username: Username, as_json: JsonOption = False) -> None:
+    """Let a deactivated user log in again (admins only)."""
+    user = client(ctx).update_user(username, active=True)
+    _updated(user, as_json, f"User {user.username} is active")
+
+
+@app.command()
+def deactivate(ctx: typer.Context, username: Username, as_json: JsonOption = False) -> None:
+    """Stop a user from logging in; every session and API token of theirs ends now (admins only)."""
+    user = client(ctx).update_user(username, active=False)
+    _updated(user, as_json, f"User {user.username} is deactivated; their sessions and API tokens are revoked")
+
+
+@app.command()
+def edit(
+    ctx: typer.Context,
+    username: Username,
+    admin: Annotated[
+        bool | None,
+        typer.Option(
+            "--admin/--no-admin", help="Make the user a cluster admin, or no longer one.", show_default=False
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Promote or demote a user (admins only; the last active admin stays one)."""
+    if admin is None:
+        raise CliError("nothing to change: give --admin or --no-admin")
+    user = client(ctx).update_user(username, admin=admin)
+    _updated(user, as_json, f"User {user.username} is {'now' if user.admin else 'no longer'} an admin")
+
+
+@app.command("change-password")
+def change_password(
+    ctx: typer.Context,
+    username: Annotated[
+        str | None,
+        typer.Argument(
+            help="Reset this user's password (admins only) [default: your own].", show_default=False
+        ),
+    ] = None,
+    password: Annotated[
+        str | None,
+        typer.Option(
+            "--password",
+            "-p",
+            help="The new password; prompted for (hidden) when absent.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Change your password (asks for the current one), or reset another user's as an admin.
+
+    Either way every other session and API token of that user is revoked.
+    """
+    c = client(ctx)
+    if username is None:
+        old = typer.prompt("Current password", hide_input=True)
+        new = password or typer.prompt("New password", hide_input=True, confirmation_prompt=True)
+        c.change_password(old, new)
+        typer.echo("Password changed; your other sessions and API tokens are revoked")
+        return
+    new = password or typer.prompt(f"New password for {username}", hide_input=True, confirmation_prompt=True)
+    user = c.update_user(username, password=new)
+    typer.echo(f"Password of {user.username} reset; their sessions and API tokens are revoked")

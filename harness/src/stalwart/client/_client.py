@@ -7,6 +7,7 @@ import json
 import time
 import urllib.parse
 from collections.abc import Collection, Iterable, Iterator, Mapping
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from stalwart.client import auth
@@ -15,12 +16,17 @@ from stalwart.client.errors import DigestMismatch, WaitTimeout
 from stalwart.client.models import (
     TERMINAL_STATES,
     Agent,
+    AgentToken,
+    AuditEvent,
+    AuditEventPage,
     Checkpoint,
     CheckpointLineage,
     Context,
     ContextUpload,
+    CreatedToken,
     Experiment,
     ExperimentPage,
+    IssuedAgentToken,
     Login,
     LogLine,
     MasterInfo,
@@ -30,10 +36,14 @@ from stalwart.client.models import (
     ModelVersion,
     ModelVersionPage,
     Page,
+    Project,
     Slot,
+    TokenInfo,
     Trial,
     TrialRun,
     User,
+    Workspace,
+    WorkspaceMember,
 )
 
 if TYPE_CHECKING:
@@ -43,6 +53,10 @@ __all__ = ["Client"]
 
 OrderBy = Literal["id", "name", "state", "created_at", "ended_at"]
 ModelOrderBy = Literal["id", "name", "created_at", "updated_at"]
+
+
+def _segment(value: str) -> str:
+    return urllib.parse.quote(value, safe="")
 
 
 def _model_path(name: str) -> str:
@@ -243,10 +257,12 @@ class Client:
         context: str | None = None,
         paused: bool = False,
         parent_id: int | None = None,
+        project_id: int | None = None,
     ) -> Experiment:
         """Submit an experiment; ``config`` is YAML text (kept verbatim) or a mapping.
 
-        ``context`` is the SHA-256 of an uploaded context (see ``upload_context``).
+        ``context`` is the SHA-256 of an uploaded context (see ``upload_context``); ``project_id``
+        defaults to the master's "Uncategorized" project.
 
         Example::
 
@@ -258,6 +274,8 @@ class Client:
 
             config = yaml.safe_dump(dict(config), sort_keys=False)
         body = {"config": config, "context": context, "paused": paused, "parent_id": parent_id}
+        if project_id is not None:
+            body["project_id"] = project_id
         return Experiment.from_json(self._json("POST", "/api/v1/experiments", json=body))
 
     def list_experiments(
@@ -272,6 +290,8 @@ class Client:
         order: Literal["asc", "desc"] | None = None,
         limit: int | None = None,
         offset: int | None = None,
+        workspace_id: int | None = None,
+        project_id: int | None = None,
     ) -> ExperimentPage:
         """One page of experiments; every given filter must match (``labels``: all of them).
 
@@ -291,6 +311,8 @@ class Client:
             "order": order,
             "limit": limit,
             "offset": offset,
+            "workspace_id": workspace_id,
+            "project_id": project_id,
         }
         return Page.parse(self._json("GET", "/api/v1/experiments", params=params), Experiment.from_json)
 
@@ -621,19 +643,24 @@ class Client:
         description: str = "",
         labels: Iterable[str] = (),
         metadata: Mapping[str, Any] | None = None,
+        project_id: int | None = None,
     ) -> Model:
         """Add a model to the registry; ``ConflictError`` if the name is taken.
+
+        ``project_id`` defaults to the master's "Uncategorized" project.
 
         Example::
 
             Client().create_model("resnet", description="ImageNet classifier", labels=["vision"])
         """
-        body = {
+        body: dict[str, Any] = {
             "name": name,
             "description": description,
             "labels": list(labels),
             "metadata": dict(metadata or {}),
         }
+        if project_id is not None:
+            body["project_id"] = project_id
         return Model.from_json(self._json("POST", "/api/v1/models", json=body))
 
     def list_models(
@@ -646,6 +673,8 @@ class Client:
         order: Literal["asc", "desc"] | None = None,
         limit: int | None = None,
         offset: int | None = None,
+        workspace_id: int | None = None,
+        project_id: int | None = None,
     ) -> ModelPage:
         """One page of models, by name unless ``order_by`` says otherwise; ``name`` is a substring.
 
@@ -662,6 +691,8 @@ class Client:
             "order": order,
             "limit": limit,
             "offset": offset,
+            "workspace_id": workspace_id,
+            "project_id": project_id,
         }
         return Page.parse(self._json("GET", "/api/v1/models", params=params), Model.from_json)
 
@@ -746,16 +777,337 @@ class Client:
         """
         return ModelVersion.from_json(self._json("GET", f"{_model_path(name)}/versions/{version}"))
 
-    # --- agents and slots ---------------------------------------------------------------------
+    # --- people's tokens and accounts ---------------------------------------------------------
 
-    def create_agent_token(self) -> str:
-        """A new token for ``stalwart-agent --token`` (admins only); it can only call agent routes.
+    def create_token(self, description: str = "", expires_in_days: float | None = None) -> CreatedToken:
+        """An API token that acts as you, for scripts and CI (``$STALWART_TOKEN``); the secret is
+        in the answer only this once. Without ``expires_in_days`` it never expires.
+
+        Revoking it, a password change or deactivating the account ends it.
 
         Example::
 
-            token = Client().create_agent_token()
+            created = Client().create_token("nightly job", expires_in_days=30)
+            print(created.info.id, created.token)
         """
-        return str(self._json("POST", "/api/v1/agents/tokens")["token"])
+        body: dict[str, Any] = {"description": description}
+        if expires_in_days is not None:
+            body["expires_in_days"] = expires_in_days
+        return CreatedToken.from_json(self._json("POST", "/api/v1/tokens", json=body))
+
+    def list_tokens(self, all_users: bool = False) -> list[TokenInfo]:
+        """Your live sessions and API tokens, newest first, never their secrets.
+
+        ``all_users`` lists everyone's when you are a cluster admin (only yours otherwise).
+
+        Example::
+
+            stale = [t.id for t in Client().list_tokens() if t.kind == "api" and t.last_used_at is None]
+        """
+        params = {"all_users": all_users or None}
+        return [TokenInfo.from_json(item) for item in self._json("GET", "/api/v1/tokens", params=params)]
+
+    def revoke_token(self, token_id: int) -> None:
+        """End one of your sessions or API tokens (a cluster admin: anyone's); ``NotFoundError`` for
+        a token that is not yours to see.
+
+        Example::
+
+            Client().revoke_token(42)
+        """
+        self._session.request("DELETE", f"/api/v1/tokens/{int(token_id)}")
+
+    def update_user(
+        self,
+        username: str,
+        *,
+        active: bool | None = None,
+        admin: bool | None = None,
+        password: str | None = None,
+    ) -> User:
+        """Deactivate or reactivate, promote or demote an account, or reset its password (cluster
+        admins only); None leaves a field as it is.
+
+        Deactivating ends every session and API token of the user; ``ConflictError`` for the last
+        active admin.
+
+        Example::
+
+            Client().update_user("alice", active=False)
+        """
+        body = {
+            key: value
+            for key, value in (("active", active), ("admin", admin), ("password", password))
+            if value is not None
+        }
+        return User.from_json(self._json("PATCH", f"/api/v1/users/{_segment(username)}", json=body))
+
+    def change_password(self, old_password: str, new_password: str) -> None:
+        """Change your own password; your other sessions and API tokens are revoked, this one stays.
+
+        ``ForbiddenError`` if ``old_password`` is wrong.
+
+        Example::
+
+            Client().change_password("old secret", "a new long passphrase")
+        """
+        body = {"old_password": old_password, "new_password": new_password}
+        self._session.request("POST", "/api/v1/me/password", json=body)
+
+    # --- workspaces and projects --------------------------------------------------------------
+
+    def list_workspaces(self) -> list[Workspace]:
+        """The workspaces you have a role in (every one for a cluster admin), with your role.
+
+        Example::
+
+            names = {w.id: w.name for w in Client().list_workspaces()}
+        """
+        return [Workspace.from_json(item) for item in self._json("GET", "/api/v1/workspaces")]
+
+    def create_workspace(self, name: str) -> Workspace:
+        """A new workspace with you as its admin; ``ConflictError`` if the name is taken.
+
+        Example::
+
+            ws = Client().create_workspace("vision")
+        """
+        return Workspace.from_json(self._json("POST", "/api/v1/workspaces", json={"name": name}))
+
+    def get_workspace(self, workspace_id: int) -> Workspace:
+        """One workspace; ``NotFoundError`` also when you have no role in it.
+
+        Example::
+
+            print(Client().get_workspace(2).role)
+        """
+        return Workspace.from_json(self._json("GET", f"/api/v1/workspaces/{int(workspace_id)}"))
+
+    def update_workspace(
+        self, workspace_id: int, *, name: str | None = None, archived: bool | None = None
+    ) -> Workspace:
+        """Rename, archive or unarchive (workspace admins); None leaves a field as it is.
+
+        Example::
+
+            Client().update_workspace(2, archived=True)
+        """
+        body = {key: value for key, value in (("name", name), ("archived", archived)) if value is not None}
+        return Workspace.from_json(self._json("PATCH", f"/api/v1/workspaces/{int(workspace_id)}", json=body))
+
+    def delete_workspace(self, workspace_id: int) -> None:
+        """Delete an empty workspace and its projects; ``ConflictError`` while it holds experiments
+        or models (move or delete them first).
+
+        Example::
+
+            Client().delete_workspace(2)
+        """
+        self._session.request("DELETE", f"/api/v1/workspaces/{int(workspace_id)}")
+
+    def list_workspace_members(self, workspace_id: int) -> list[WorkspaceMember]:
+        """Who has which role in the workspace, by user name.
+
+        Example::
+
+            roles = {m.username: m.role for m in Client().list_workspace_members(2)}
+        """
+        data = self._json("GET", f"/api/v1/workspaces/{int(workspace_id)}/members")
+        return [WorkspaceMember.from_json(item) for item in data]
+
+    def set_workspace_member(
+        self, workspace_id: int, username: str, role: Literal["viewer", "editor", "admin"]
+    ) -> WorkspaceMember:
+        """Give ``username`` a role in the workspace, or change it (workspace admins).
+
+        ``viewer`` reads, ``editor`` also creates and changes what it owns, ``admin`` changes
+        everything inside and manages members.
+
+        Example::
+
+            Client().set_workspace_member(2, "alice", "editor")
+        """
+        path = f"/api/v1/workspaces/{int(workspace_id)}/members/{_segment(username)}"
+        return WorkspaceMember.from_json(self._json("PUT", path, json={"role": role}))
+
+    def remove_workspace_member(self, workspace_id: int, username: str) -> None:
+        """Take away ``username``'s role in the workspace (a no-op if it had none).
+
+        Example::
+
+            Client().remove_workspace_member(2, "alice")
+        """
+        self._session.request(
+            "DELETE", f"/api/v1/workspaces/{int(workspace_id)}/members/{_segment(username)}"
+        )
+
+    def list_projects(self, workspace_id: int) -> list[Project]:
+        """The workspace's projects.
+
+        Example::
+
+            ids = [p.id for p in Client().list_projects(2)]
+        """
+        data = self._json("GET", f"/api/v1/workspaces/{int(workspace_id)}/projects")
+        return [Project.from_json(item) for item in data]
+
+    def create_project(self, workspace_id: int, name: str, description: str = "") -> Project:
+        """A new project in the workspace (editors); names are unique within a workspace.
+
+        Example::
+
+            project = Client().create_project(2, "resnet", "ImageNet runs")
+        """
+        body = {"name": name, "description": description}
+        return Project.from_json(
+            self._json("POST", f"/api/v1/workspaces/{int(workspace_id)}/projects", json=body)
+        )
+
+    def get_project(self, project_id: int) -> Project:
+        """One project.
+
+        Example::
+
+            print(Client().get_project(3).workspace_id)
+        """
+        return Project.from_json(self._json("GET", f"/api/v1/projects/{int(project_id)}"))
+
+    def update_project(
+        self,
+        project_id: int,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        archived: bool | None = None,
+    ) -> Project:
+        """Rename, describe, archive or unarchive; None leaves a field as it is.
+
+        Example::
+
+            Client().update_project(3, description="ImageNet-21k runs")
+        """
+        body = {
+            key: value
+            for key, value in (("name", name), ("description", description), ("archived", archived))
+            if value is not None
+        }
+        return Project.from_json(self._json("PATCH", f"/api/v1/projects/{int(project_id)}", json=body))
+
+    def delete_project(self, project_id: int) -> None:
+        """Delete an empty project; ``ConflictError`` while it holds experiments or models.
+
+        Example::
+
+            Client().delete_project(3)
+        """
+        self._session.request("DELETE", f"/api/v1/projects/{int(project_id)}")
+
+    def move_experiment(self, experiment_id: int, project_id: int) -> Experiment:
+        """Move an experiment into another project, and so under that workspace's roles.
+
+        Needs change rights on the experiment and the editor role in the destination.
+
+        Example::
+
+            Client().move_experiment(7, project_id=3).project_id  # 3
+        """
+        body = {"project_id": project_id}
+        return Experiment.from_json(
+            self._json("POST", f"/api/v1/experiments/{int(experiment_id)}/move", json=body)
+        )
+
+    # --- deleting from the model registry -----------------------------------------------------
+
+    def delete_model(self, name: str) -> None:
+        """Delete a model with all its versions; their checkpoints become deletable again.
+
+        Example::
+
+            Client().delete_model("resnet")
+        """
+        self._session.request("DELETE", _model_path(name))
+
+    def delete_model_version(self, name: str, version: int) -> None:
+        """Delete one version; its checkpoint is no longer protected from GC by it.
+
+        Example::
+
+            Client().delete_model_version("resnet", 3)
+        """
+        self._session.request("DELETE", f"{_model_path(name)}/versions/{int(version)}")
+
+    # --- audit log ----------------------------------------------------------------------------
+
+    def list_audit_events(
+        self,
+        username: str | None = None,
+        action: str | None = None,
+        since: datetime | str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> AuditEventPage:
+        """One page of the audit log, newest first (cluster admins only).
+
+        ``action`` is exact (``auth.login``) or a prefix ending in '.' (``experiment.``); ``since``
+        a datetime or an ISO 8601 string.
+
+        Example::
+
+            page = Client().list_audit_events(action="auth.", limit=20)
+            refused = [e for e in page.items if e.outcome != "ok"]
+        """
+        params: dict[str, Any] = {
+            "username": username,
+            "action": action,
+            "since": since.isoformat() if isinstance(since, datetime) else since,
+            "limit": limit,
+            "offset": offset,
+        }
+        return Page.parse(self._json("GET", "/api/v1/audit", params=params), AuditEvent.from_json)
+
+    # --- agents and slots ---------------------------------------------------------------------
+
+    def create_agent_token(self, agent_id: str) -> str:
+        """The secret for ``stalwart-agent --token`` (admins only), good for this one agent id.
+
+        It may only register as, poll for and report for ``agent_id``: a leaked token cannot
+        impersonate another agent. ``issue_agent_token`` also gives its id, to revoke it by.
+
+        Example::
+
+            token = Client().create_agent_token("gpu-node-3")
+        """
+        return self.issue_agent_token(agent_id).token
+
+    def issue_agent_token(self, agent_id: str) -> IssuedAgentToken:
+        """Like ``create_agent_token``, with the new token's id; the secret is shown only this once.
+
+        Example::
+
+            issued = Client().issue_agent_token("gpu-node-3")
+            Client().revoke_agent_token(issued.id)
+        """
+        body = {"agent_id": agent_id}
+        return IssuedAgentToken.from_json(self._json("POST", "/api/v1/agents/tokens", json=body))
+
+    def list_agent_tokens(self) -> list[AgentToken]:
+        """Every agent token, revoked and expired ones too, without their secrets (admins only).
+
+        Example::
+
+            mine = [t.id for t in Client().list_agent_tokens() if t.agent_id == "gpu-node-3"]
+        """
+        return [AgentToken.from_json(item) for item in self._json("GET", "/api/v1/agents/tokens")]
+
+    def revoke_agent_token(self, token_id: int) -> None:
+        """Refuse the token from its next request on (admins only); the agent's running trials
+        carry on until it is declared lost.
+
+        Example::
+
+            Client().revoke_agent_token(12)
+        """
+        self._session.request("DELETE", f"/api/v1/agents/tokens/{int(token_id)}")
 
     def list_agents(self) -> list[Agent]:
         """Every agent that ever registered, connected or not.

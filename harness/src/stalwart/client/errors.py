@@ -31,6 +31,7 @@ __all__ = [
     "NotLoggedIn",
     "PayloadTooLargeError",
     "StalwartError",
+    "TooManyRequestsError",
     "UnauthorizedError",
     "ValidationError",
     "WaitTimeout",
@@ -147,6 +148,12 @@ class ValidationError(APIError):
     """422: the input parses but is wrong; ``errors`` names each failing field path."""
 
 
+class TooManyRequestsError(APIError):
+    """429: throttled (too many failed logins); ``retry_after`` is the master's wait in seconds."""
+
+    retry_after: float | None = None
+
+
 _BY_STATUS: dict[int, type[APIError]] = {
     400: BadRequestError,
     401: UnauthorizedError,
@@ -155,14 +162,24 @@ _BY_STATUS: dict[int, type[APIError]] = {
     409: ConflictError,
     413: PayloadTooLargeError,
     422: ValidationError,
+    429: TooManyRequestsError,
 }
 
 
-def error_from_response(status: int, reason: str, body: Any, *, method: str = "", url: str = "") -> APIError:
+def error_from_response(
+    status: int,
+    reason: str,
+    body: Any,
+    *,
+    method: str = "",
+    url: str = "",
+    retry_after: str | None = None,
+) -> APIError:
     """Build the right ``APIError`` subclass from a status and a decoded problem+json body.
 
     ``body`` may be anything (a proxy's HTML page decodes to a string): fields are read defensively
-    so a malformed error still becomes a readable exception.
+    so a malformed error still becomes a readable exception. ``retry_after`` is the raw
+    ``Retry-After`` header, kept on a ``TooManyRequestsError``.
     """
     problem: dict[str, Any] = body if isinstance(body, dict) else {}
     raw_type = str(problem.get("type") or "")
@@ -179,4 +196,15 @@ def error_from_response(status: int, reason: str, body: Any, *, method: str = ""
     cls = _BY_STATUS.get(status, APIError)
     if cls is ConflictError and kind == "invalid-transition":
         cls = InvalidTransitionError
-    return cls(status, title, str(detail), type=kind, errors=errors, method=method, url=url)
+    error = cls(status, title, str(detail), type=kind, errors=errors, method=method, url=url)
+    if isinstance(error, TooManyRequestsError):
+        error.retry_after = _seconds(retry_after)
+    return error
+
+
+def _seconds(header: str | None) -> float | None:
+    # Only the delta-seconds form: the master never sends an HTTP date.
+    try:
+        return max(float(header), 0.0) if header else None
+    except ValueError:
+        return None

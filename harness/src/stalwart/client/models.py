@@ -21,14 +21,18 @@ from typing import Any, Generic, TypeAlias, TypeVar
 __all__ = [
     "TERMINAL_STATES",
     "Agent",
+    "AuditEvent",
+    "AuditEventPage",
     "Checkpoint",
     "CheckpointFile",
     "CheckpointLineage",
     "Context",
     "ContextUpload",
+    "CreatedToken",
     "Experiment",
     "ExperimentPage",
     "ExperimentState",
+    "IssuedAgentToken",
     "LineageExperiment",
     "LineageTrial",
     "LogLine",
@@ -40,10 +44,14 @@ __all__ = [
     "ModelVersion",
     "ModelVersionPage",
     "Page",
+    "Project",
     "Slot",
+    "TokenInfo",
     "Trial",
     "TrialRun",
     "User",
+    "Workspace",
+    "WorkspaceMember",
 ]
 
 
@@ -230,6 +238,7 @@ class Experiment:
     config: Mapping[str, Any] = field(default_factory=dict, hash=False)
     original_config: str | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    project_id: int | None = None
 
     @property
     def terminal(self) -> bool:
@@ -255,6 +264,7 @@ class Experiment:
             config=data.get("config") or {},
             original_config=data.get("original_config"),
             raw=data,
+            project_id=_optional_int(data.get("project_id")),
         )
 
 
@@ -291,6 +301,10 @@ class Page(Generic[T]):
 
 def _optional_str(value: Any) -> str | None:
     return None if value is None else str(value)
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 @dataclass(frozen=True)
@@ -568,6 +582,56 @@ class Agent:
 
 
 @dataclass(frozen=True)
+class AgentToken:
+    """A credential an agent registers with, bound to one agent id; listings never show the secret.
+
+    Example::
+
+        live = [t.id for t in Client().list_agent_tokens() if t.revoked_at is None]
+    """
+
+    id: int
+    agent_id: str | None
+    created_by: str
+    created_at: datetime | None
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> AgentToken:
+        return cls(
+            id=int(data["id"]),
+            agent_id=_optional_str(data.get("agent_id")),
+            created_by=_name(data.get("created_by")),
+            created_at=_time(data.get("created_at")),
+            expires_at=_time(data.get("expires_at")),
+            revoked_at=_time(data.get("revoked_at")),
+            raw=data,
+        )
+
+
+@dataclass(frozen=True)
+class IssuedAgentToken:
+    """A new agent token: the secret (shown only this once), its id to revoke it by, and its agent.
+
+    Example::
+
+        issued = Client().issue_agent_token("gpu-node-3")
+        print(issued.id, issued.token[:6])
+    """
+
+    token: str = field(repr=False)
+    id: int
+    agent_id: str
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> IssuedAgentToken:
+        return cls(token=str(data["token"]), id=int(data["id"]), agent_id=str(data["agent_id"]), raw=data)
+
+
+@dataclass(frozen=True)
 class Slot:
     """One device of an agent (a GPU, the CPU, or an artificial slot) and the trial holding it.
 
@@ -623,6 +687,7 @@ class Model:
     created_at: datetime | None
     updated_at: datetime | None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    project_id: int | None = None
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Model:
@@ -639,6 +704,7 @@ class Model:
             created_at=_time(data.get("created_at")),
             updated_at=_time(data.get("updated_at")),
             raw=data,
+            project_id=_optional_int(data.get("project_id")),
         )
 
 
@@ -752,6 +818,189 @@ class CheckpointLineage:
         )
 
 
+# --- tokens, workspaces, projects and the audit log --------------------------------------------
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """A live session (``kind`` ``session``, from a login) or API token (``api``) of a person.
+
+    The secret is never listed; ``current`` marks the token this client is using.
+
+    Example::
+
+        for t in Client().list_tokens():
+            print(t.id, t.kind, t.description, t.expires_at, "*" if t.current else "")
+    """
+
+    id: int
+    kind: str
+    username: str
+    description: str
+    created_at: datetime | None
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    current: bool
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> TokenInfo:
+        return cls(
+            id=int(data["id"]),
+            kind=str(data.get("kind") or ""),
+            username=str(data.get("username") or ""),
+            description=str(data.get("description") or ""),
+            created_at=_time(data.get("created_at")),
+            expires_at=_time(data.get("expires_at")),
+            last_used_at=_time(data.get("last_used_at")),
+            current=bool(data.get("current", False)),
+            raw=data,
+        )
+
+
+@dataclass(frozen=True)
+class CreatedToken:
+    """A new API token: the secret (shown this once, left out of ``repr``) and what it is.
+
+    Example::
+
+        created = Client().create_token(description="nightly job", expires_in_days=30)
+        os.environ["STALWART_TOKEN"] = created.token
+    """
+
+    token: str = field(repr=False)
+    info: TokenInfo
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> CreatedToken:
+        # ``raw`` and ``info.raw`` leave the secret out, so printing either cannot leak it.
+        info = {k: v for k, v in data.items() if k != "token"}
+        return cls(token=str(data["token"]), info=TokenInfo.from_json(info), raw=info)
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """A workspace: projects of experiments and models, and members with roles in it.
+
+    ``role`` is the caller's role there (``viewer``, ``editor``, ``admin``; cluster admins are
+    ``admin`` everywhere).
+
+    Example::
+
+        ws = Client().create_workspace("vision")
+        print(ws.id, ws.name, ws.role)  # ... "admin"
+    """
+
+    id: int
+    name: str
+    archived: bool
+    created_at: datetime | None
+    role: str | None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Workspace:
+        return cls(
+            id=int(data["id"]),
+            name=str(data["name"]),
+            archived=bool(data.get("archived", False)),
+            created_at=_time(data.get("created_at")),
+            role=_optional_str(data.get("role")),
+            raw=data,
+        )
+
+
+@dataclass(frozen=True)
+class WorkspaceMember:
+    """A user's role in a workspace: ``viewer`` reads, ``editor`` also creates, ``admin`` manages.
+
+    Example::
+
+        admins = [m.username for m in Client().list_workspace_members(2) if m.role == "admin"]
+    """
+
+    username: str
+    role: str
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> WorkspaceMember:
+        return cls(username=str(data["username"]), role=str(data["role"]), raw=data)
+
+
+@dataclass(frozen=True)
+class Project:
+    """A project of a workspace; experiments and models live in one (default 1, "Uncategorized").
+
+    Example::
+
+        project = Client().create_project(ws.id, "resnet", description="ImageNet runs")
+        print(project.id, project.workspace_id)
+    """
+
+    id: int
+    workspace_id: int
+    name: str
+    description: str
+    archived: bool
+    created_at: datetime | None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Project:
+        return cls(
+            id=int(data["id"]),
+            workspace_id=int(data["workspace_id"]),
+            name=str(data["name"]),
+            description=str(data.get("description") or ""),
+            archived=bool(data.get("archived", False)),
+            created_at=_time(data.get("created_at")),
+            raw=data,
+        )
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """One entry of the audit log: who (``username``, with which ``credential``, from which
+    ``address``) did ``action`` to ``target_type``/``target_id``, and whether it was allowed.
+
+    Example::
+
+        for e in Client().list_audit_events(action="experiment.").items:
+            print(e.at, e.username, e.action, e.target_id, e.outcome)
+    """
+
+    id: int
+    at: datetime | None
+    username: str
+    credential: str
+    address: str
+    action: str
+    target_type: str
+    target_id: str
+    outcome: str
+    details: Mapping[str, Any] = field(hash=False)
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> AuditEvent:
+        return cls(
+            id=int(data["id"]),
+            at=_time(data.get("at")),
+            username=str(data.get("username") or ""),
+            credential=str(data.get("credential") or ""),
+            address=str(data.get("address") or ""),
+            action=str(data.get("action") or ""),
+            target_type=str(data.get("target_type") or ""),
+            target_id=str(data.get("target_id") or ""),
+            outcome=str(data.get("outcome") or ""),
+            details=data.get("details") or {},
+            raw=data,
+        )
+
+
+AuditEventPage: TypeAlias = Page[AuditEvent]
 ExperimentPage: TypeAlias = Page[Experiment]
 ModelPage: TypeAlias = Page[Model]
 ModelVersionPage: TypeAlias = Page[ModelVersion]

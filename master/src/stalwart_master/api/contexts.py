@@ -32,9 +32,16 @@ async def upload_context(
     request: Request, response: Response, _: CurrentUser, session: SessionDep, settings: SettingsDep
 ) -> ContextOut:
     """Stream a tar.gz in; refuse it as soon as it is too big, before reading the rest."""
-    limit = settings.limits.max_context_bytes
-    check_content_length(request.headers.get("content-length"), limit)
-    archive, content = await receive_context(request.stream(), max_bytes=limit)
+    limits = settings.limits
+    check_content_length(request.headers.get("content-length"), limits.max_context_bytes)
+    archive, content = await receive_context(
+        request.stream(),
+        content_type=request.headers.get("content-type"),
+        max_bytes=limits.max_context_bytes,
+        max_unpacked_bytes=limits.context_max_unpacked_bytes,
+        max_members=limits.context_max_members,
+        max_depth=limits.context_max_depth,
+    )
 
     def store() -> tuple[ContextOut, bool]:
         context, created = contexts_service.store_context(session, archive, content)

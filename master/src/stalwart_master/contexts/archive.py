@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import re
 import tarfile
 import tempfile
@@ -233,7 +234,7 @@ def _count_files(data: bytes, *, max_members: int, max_unpacked_bytes: int, max_
 
 def _open_tar(stream: _TarStream) -> tarfile.TarFile:
     try:
-        return tarfile.open(fileobj=stream, mode="r:")  # type: ignore[call-overload]
+        return tarfile.open(fileobj=stream, mode="r:")
     except tarfile.ReadError as exc:
         if str(exc).startswith("zlib error"):  # tarfile's wording for a corrupt deflate stream
             raise _corrupt(exc) from None
@@ -298,7 +299,7 @@ class _Gunzip:
         self._inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
 
 
-class _TarStream:
+class _TarStream(io.RawIOBase):
     """The uncompressed tar stream as tarfile reads it, refused the moment it passes ``limit`` bytes.
 
     Member sizes are checked from their headers before tarfile skips their data, but header
@@ -307,11 +308,18 @@ class _TarStream:
     """
 
     def __init__(self, source: Callable[[int], bytes], limit: int) -> None:
+        super().__init__()
         self._source = source
         self._limit = limit
         self._position = 0  # where tarfile is
         self._end = 0  # how much the source has given
         self._recent = b""  # its last bytes, for the one short seek back tarfile makes
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
 
     def tell(self) -> int:
         return self._position
@@ -357,29 +365,48 @@ class _TarStream:
         return data
 
 
-def _check_members(
-    archive: tarfile.TarFile, max_members: int, max_unpacked_bytes: int
-) -> tuple[int, list[tarfile.TarInfo]]:
-    """Returns the number of regular files and the link members, whose targets need the whole tree."""
+def _check_members(archive: tarfile.TarFile, caps: _Caps) -> tuple[int, list[tarfile.TarInfo]]:
+    """Returns the number of regular files and the link members, whose targets need the whole tree.
+
+    Each cap is checked on the member's header, before tarfile reads or skips the member's data.
+    """
     files = 0
-    unpacked = 0
     seen: dict[str, tarfile.TarInfo] = {}
     links: list[tarfile.TarInfo] = []
     for count, member in enumerate(archive, start=1):
         name = member.name
-        if count > max_members:
-            raise UnsafeArchive(name, f"the archive has more than {max_members} members")
+        if count > caps.members:
+            raise ArchiveOverLimit(
+                "context_max_members", caps.members, f"has more than {caps.members} members", name
+            )
         path = _member_path(name)
+        if path is not None and len(path) > caps.depth:
+            raise ArchiveOverLimit(
+                "context_max_depth", caps.depth, f"has a path more than {caps.depth} levels deep", name
+            )
         if member.isreg():
             if member.type not in _REGULAR_TYPES or member.sparse is not None:
                 raise UnsafeArchive(name, "sparse files are not supported")
             if member.size < 0:
                 raise UnsafeArchive(name, "negative size")
-            unpacked += member.size
-            if unpacked > max_unpacked_bytes:
-                raise UnsafeArchive(name, f"the archive unpacks to more than {max_unpacked_bytes} bytes")
+            # Where this member's data ends in the tar stream: known before it is inflated.
+            if member.offset_data + member.size > caps.unpacked_bytes:
+                raise ArchiveOverLimit(
+                    "context_max_unpacked_bytes",
+                    caps.unpacked_bytes,
+                    f"unpacks to more than {caps.unpacked_bytes} bytes",
+                    name,
+                )
             files += 1
         elif member.issym() or member.islnk():
+            # A target may climb out of the deepest directory and down again, but no further.
+            if len(member.linkname.split("/")) > 2 * caps.depth:
+                raise ArchiveOverLimit(
+                    "context_max_depth",
+                    caps.depth,
+                    f"has a link target of more than {2 * caps.depth} components (twice the depth)",
+                    name,
+                )
             links.append(member)
         elif member.ischr():
             raise UnsafeArchive(name, "character device nodes are not allowed")
@@ -405,7 +432,7 @@ def _check_members(
     return files, links
 
 
-def _check_end_of_archive(archive: tarfile.TarFile, stream: _BoundedStream) -> None:
+def _check_end_of_archive(archive: tarfile.TarFile, stream: _TarStream) -> None:
     """Insist on the end-of-archive marker and read to the end, which also verifies the gzip CRC.
 
     Without this an archive cut off exactly between two members would pass as a shorter one.
@@ -448,53 +475,66 @@ def _link_path(member: tarfile.TarInfo) -> list[str] | None:
     return parts
 
 
-def _check_links(links: list[tarfile.TarInfo]) -> None:
+def _check_links(links: list[tarfile.TarInfo], caps: _Caps) -> None:
     """Resolve every link against the links in the archive, as the extracted tree would.
 
     A lexical check is not enough: with ``a -> .`` in the tree, ``b -> a/..`` looks like it stays
-    inside but resolves to the parent of the context directory.
+    inside but resolves to the parent of the context directory. The walk is bounded in all, so
+    thousands of links chaining through each other cost a bounded amount of CPU.
     """
     symlinks = {"/".join(_member_path(m.name) or []): m.linkname for m in links if m.issym()}
+    walk = _LinkWalk(symlinks, steps=_LINK_STEPS_PER_LINK * len(links), max_depth=2 * caps.depth)
     for member in links:
         path = _member_path(member.name) or []
         try:
             if member.issym():
                 if not member.linkname:
-                    raise _Escape("symlink has an empty target")
+                    raise _LinkRefused("symlink has an empty target")
                 target = _split(member.linkname, member.name, "symlink target") or []
-                _resolve(target, symlinks, start=_resolve(path[:-1], symlinks, start=[]))
+                walk.resolve(target, start=walk.resolve(path[:-1], start=[]))
             else:
-                _resolve(_link_path(member) or [], symlinks, start=[])
-        except _Escape as exc:
+                walk.resolve(_link_path(member) or [], start=[])
+        except _LinkRefused as exc:
             raise UnsafeArchive(member.name, str(exc)) from None
 
 
-class _Escape(Exception):
+class _LinkRefused(Exception):
     pass
 
 
-def _resolve(parts: list[str], symlinks: dict[str, str], *, start: list[str]) -> list[str]:
-    """Walk ``parts`` from directory ``start`` following the archive's symlinks; never above root."""
-    resolved = list(start)
-    pending = list(reversed(parts))
-    hops = 0
-    while pending:
-        part = pending.pop()
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if not resolved:
-                raise _Escape("link target resolves outside the context directory")
-            resolved.pop()
-            continue
-        target = symlinks.get("/".join([*resolved, part]))
-        if target is None:
-            resolved.append(part)
-            continue
-        hops += 1
-        if hops > _MAX_LINK_HOPS:
-            raise _Escape("symlink chain is circular or too deep")
-        if target.startswith("/") or _DRIVE.match(target) or "\\" in target or "\x00" in target:
-            raise _Escape("link target resolves through an absolute or malformed symlink")
-        pending.extend(reversed(target.split("/")))
-    return resolved
+class _LinkWalk:
+    def __init__(self, symlinks: dict[str, str], *, steps: int, max_depth: int) -> None:
+        self._symlinks = symlinks
+        self._steps = steps
+        self._max_depth = max_depth
+
+    def resolve(self, parts: list[str], *, start: list[str]) -> list[str]:
+        """Walk ``parts`` from directory ``start`` following the archive's symlinks; never above root."""
+        resolved = list(start)
+        pending = list(reversed(parts))
+        hops = 0
+        while pending:
+            self._steps -= 1
+            if self._steps < 0:
+                raise _LinkRefused("the archive's symlinks take too many steps to resolve")
+            part = pending.pop()
+            if part in ("", "."):
+                continue
+            if part == "..":
+                if not resolved:
+                    raise _LinkRefused("link target resolves outside the context directory")
+                resolved.pop()
+                continue
+            target = self._symlinks.get("/".join([*resolved, part]))
+            if target is None:
+                resolved.append(part)
+                if len(resolved) > self._max_depth:
+                    raise _LinkRefused(f"link target resolves more than {self._max_depth} levels deep")
+                continue
+            hops += 1
+            if hops > _MAX_LINK_HOPS:
+                raise _LinkRefused("symlink chain is circular or too deep")
+            if target.startswith("/") or _DRIVE.match(target) or "\\" in target or "\x00" in target:
+                raise _LinkRefused("link target resolves through an absolute or malformed symlink")
+            pending.extend(reversed(target.split("/")))
+        return resolved

@@ -116,7 +116,8 @@ def collect(
 ) -> GCOutcome | None:
     """Carry out a request (with every other pending one of its experiment); None if nothing to do.
 
-    Raises GCBusy when another run of the experiment is in progress.
+    Raises GCBusy when another run of the experiment is in progress, and ``StorageRefused`` (the
+    requests then done, with the reason) when the experiment's storage is one the master may not touch.
     """
     with sessions() as session:
         request = gc_service.get_request(session, request_id)

@@ -6,8 +6,9 @@ import datetime as dt
 from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from stalwart._masking import mask_config
 from stalwart_master.schemas.common import Text
 
 
@@ -99,7 +100,10 @@ class CheckpointIn(BaseModel):
     trial_id: int = Field(ge=1)
     allocation_id: UUID | None = None
     steps_completed: int = Field(ge=0)
-    storage: dict[str, Any]
+    storage: dict[str, Any] = Field(
+        description="Where the checkpoint was written: must be the checkpoint_storage of the trial's "
+        "info (422 otherwise); the master keeps its own copy of it, not this one."
+    )
     manifest: Manifest
     metadata: dict[str, Any] = Field(default_factory=dict)
     parent_uuid: UUID | None = None
@@ -112,7 +116,9 @@ class CheckpointOut(BaseModel):
     allocation_id: UUID | None
     steps_completed: int
     state: str = Field(description="COMPLETED, DELETED (storage removed by GC) or CORRUPTED.")
-    storage: dict[str, Any]
+    storage: dict[str, Any] = Field(
+        description="Where it is kept, as the master resolved it; never credentials."
+    )
     manifest: dict[str, Any]
     metadata: dict[str, Any]
     size: int = Field(description="Bytes the checkpoint holds (before compression and dedup).")
@@ -127,6 +133,13 @@ class CheckpointOut(BaseModel):
     searcher_metric: float | None = Field(
         default=None, description="The searcher metric validated at the same step, if any."
     )
+
+    @field_validator("storage")
+    @classmethod
+    def _mask_secrets(cls, storage: dict[str, Any]) -> dict[str, Any]:
+        """Rows keep no credentials; one written before that rule still shows none."""
+        masked: dict[str, Any] = mask_config(storage)
+        return masked
 
 
 def checkpoint_out(

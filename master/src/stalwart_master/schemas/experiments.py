@@ -5,6 +5,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from stalwart._masking import mask_config, mask_yaml_text
 from stalwart_master.schemas.common import Text
 from stalwart_master.services.states import ExperimentState
 
@@ -82,11 +83,10 @@ class ExperimentOut(BaseModel):
     @field_validator("config")
     @classmethod
     def _mask_secrets(cls, config: dict[str, Any]) -> dict[str, Any]:
-        """Storage credentials are for trials, not for everyone who can list experiments."""
-        storage = config.get("checkpoint_storage")
-        if isinstance(storage, dict) and storage.get("secret_key"):
-            config = {**config, "checkpoint_storage": {**storage, "secret_key": "********"}}
-        return config
+        """Storage credentials and other secrets are for trials, not for everyone who can list
+        experiments (the one rule of ``stalwart._masking``)."""
+        masked: dict[str, Any] = mask_config(config)
+        return masked
 
     @field_validator("owner", mode="before")
     @classmethod
@@ -95,4 +95,9 @@ class ExperimentOut(BaseModel):
 
 
 class ExperimentDetail(ExperimentOut):
-    original_config: str
+    original_config: str = Field(description="The config as submitted, with secret values masked.")
+
+    @field_validator("original_config")
+    @classmethod
+    def _mask_secrets_in_text(cls, text: str) -> str:
+        return mask_yaml_text(text)

@@ -5,16 +5,23 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, field_validator
 
+from stalwart._masking import mask_config
 from stalwart_master.schemas.allocations import CheckpointOut
 
 
 class LineageExperiment(BaseModel):
     id: int
     name: str
-    config: dict[str, Any]
+    config: dict[str, Any] = Field(description="The experiment's config, secrets masked.")
     context_sha256: str | None
+
+    @field_validator("config")
+    @classmethod
+    def _mask_secrets(cls, config: dict[str, Any]) -> dict[str, Any]:
+        masked: dict[str, Any] = mask_config(config)
+        return masked
 
 
 class LineageTrial(BaseModel):

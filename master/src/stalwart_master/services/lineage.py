@@ -14,12 +14,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from stalwart._masking import mask_config
 from stalwart_master.db.orm import Checkpoint, Experiment, Trial
 from stalwart_master.errors import ErrorList, NotFound
 
 # A chain longer than this is cut: no honest history is that deep, a corrupt one may be endless.
 MAX_CHAIN = 10_000
-SECRET_MASK = "***"
 
 
 def resolve_warm_start(session: Session, config: dict[str, Any]) -> uuid.UUID | None:
@@ -78,11 +78,13 @@ def warm_start_of(session: Session, experiment: Experiment) -> uuid.UUID | None:
 
 
 def mask_secrets(config: dict[str, Any]) -> dict[str, Any]:
-    """Storage credentials are for trials, not for everyone who can read a lineage."""
-    storage = config.get("checkpoint_storage")
-    if isinstance(storage, dict) and storage.get("secret_key"):
-        return {**config, "checkpoint_storage": {**storage, "secret_key": SECRET_MASK}}
-    return config
+    """Storage credentials are for trials, not for everyone who can read a lineage.
+
+    The project's one masking rule; ``LineageExperiment`` applies it as well, so this call in the
+    route is only a second, harmless pass.
+    """
+    masked: dict[str, Any] = mask_config(config)
+    return masked
 
 
 @dataclass(frozen=True)

@@ -199,15 +199,23 @@ def register_version(
 ) -> ModelVersion:
     """Add the next version of ``name``; only a COMPLETED checkpoint can be registered.
 
-    Registering protects the checkpoint from deletion, so it needs change rights on the model and
-    the editor role where the checkpoint lives, not just a look at it.
+    Registering protects the checkpoint from deletion, so besides change rights on the model it
+    needs change rights on the checkpoint's experiment (its owner or a workspace admin): nobody
+    can pin down someone else's checkpoint against its owner's will.
     """
     model = get_model(session, name, for_update=True, reader=actor)
     _require_owner(session, actor, model)
     checkpoint = session.get(Checkpoint, checkpoint_uuid, with_for_update={"read": True})
     if checkpoint is None:
         raise NotFound(f"checkpoint {checkpoint_uuid} not found")
-    authz.checkpoint_for(session, actor, checkpoint, authz.Role.EDITOR)
+    source = authz.checkpoint_for(session, actor, checkpoint)
+    authz.require_change(
+        session,
+        actor,
+        authz.workspace_of_project(session, source.project_id),
+        source.owner_id,
+        f"checkpoint {checkpoint_uuid}",
+    )
     if checkpoint.state != "COMPLETED":
         raise Conflict(
             f"checkpoint {checkpoint_uuid} is {checkpoint.state}; "

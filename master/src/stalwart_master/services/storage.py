@@ -83,9 +83,7 @@ def experiment_storage(config: Mapping[str, Any], settings: Settings | None = No
 def public_storage(storage: Mapping[str, Any]) -> dict[str, Any]:
     """Where a storage is, without credentials: what a checkpoint row keeps and users see."""
     kept = ("type", "name", *LOCATION_KEYS)
-    return {
-        k: v for k, v in storage.items() if k in kept and v is not None and not is_secret_key(k)
-    }
+    return {k: v for k, v in storage.items() if k in kept and v is not None and not is_secret_key(k)}
 
 
 # --- comparing ------------------------------------------------------------------------------------
