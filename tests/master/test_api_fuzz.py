@@ -14,6 +14,19 @@ SKIPPED = {
     ("POST", "/api/v1/auth/logout"),
     ("POST", "/api/v1/contexts"),
     ("GET", "/api/v1/trials/{trial_id}/logs"),
+    # Random small ids and names would revoke, demote or archive what other tests of this worker
+    # hold (its admin's session, agents' credentials, workspaces); tests/security covers these.
+    ("DELETE", "/api/v1/tokens/{token_id}"),
+    ("DELETE", "/api/v1/agents/tokens/{token_id}"),
+    ("PATCH", "/api/v1/users/{username}"),
+    ("POST", "/api/v1/me/password"),
+    ("PATCH", "/api/v1/workspaces/{workspace_id}"),
+    ("DELETE", "/api/v1/workspaces/{workspace_id}"),
+    ("PUT", "/api/v1/workspaces/{workspace_id}/members/{username}"),
+    ("DELETE", "/api/v1/workspaces/{workspace_id}/members/{username}"),
+    ("PATCH", "/api/v1/projects/{project_id}"),
+    ("DELETE", "/api/v1/projects/{project_id}"),
+    ("POST", "/api/v1/experiments/{experiment_id}/move"),
 }
 
 

@@ -1,8 +1,10 @@
-"""Embedded PostgreSQL and Redis really serve, restart idempotently, stop, and never trust a stale pid."""
+"""Embedded PostgreSQL and Redis really serve, restart idempotently, stop, never trust a stale pid,
+and require the password they keep owner-only."""
 
 from __future__ import annotations
 
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -16,7 +18,7 @@ import redis
 
 from stalwart_master.local import cluster
 from stalwart_master.local.embedded import EmbeddedServer, start_postgres, start_redis, stop
-from stalwart_master.local.process import check_pid_file, cmdline_has, read_pid_file
+from stalwart_master.local.process import LocalClusterError, check_pid_file, cmdline_has, read_pid_file
 
 from support import kill_leftovers, process_gone
 
@@ -188,3 +190,84 @@ def test_cluster_reports_stale_pid_files_and_down_leaves_their_pids_alone(
     assert after.stopped
     assert not any(run.glob("*.pid"))
     assert {n.split(":")[0] for n in after.notes} == {"redis", "worker"}
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_start_postgres_requires_the_password_it_keeps_owner_only(
+    root: Path, servers: list[EmbeddedServer]
+) -> None:
+    pg = start_postgres(root / "pg")
+    servers.append(pg)
+
+    password = (root / "pg" / "password").read_text().strip()
+    assert _mode(root / "pg" / "password") == 0o600
+    assert f"postgres:{password}@" in pg.url
+    assert pg.requires_password
+    rules = [line.split("#")[0].split() for line in (root / "pg" / "pgdata" / "pg_hba.conf").open()]
+    assert {rule[-1] for rule in rules if rule} == {"scram-sha-256"}
+    port = pg.url.rsplit(":", 1)[1].split("/")[0]
+    for wrong in ("", "not-the-password"):
+        with pytest.raises(psycopg.OperationalError, match="password"):
+            psycopg.connect(f"host=127.0.0.1 port={port} user=postgres dbname=stalwart password='{wrong}'")
+    assert not (root / "pg" / ".initdb-password").exists()
+
+
+def test_start_postgres_takes_a_password_of_its_own_and_refuses_another_later(
+    root: Path, servers: list[EmbeddedServer]
+) -> None:
+    pg = start_postgres(root / "pg", password="chosen-by-the-caller")
+    servers.append(pg)
+    assert ":chosen-by-the-caller@" in pg.url
+    stop(pg)
+
+    servers.append(start_postgres(root / "pg", password="chosen-by-the-caller"))
+    with pytest.raises(LocalClusterError, match="another password"):
+        start_postgres(root / "pg", password="a-different-one")
+
+
+def test_a_trust_data_dir_of_an_earlier_version_gets_a_password_when_it_starts_again(
+    root: Path, servers: list[EmbeddedServer]
+) -> None:
+    pg = start_postgres(root / "pg", database="keep")
+    servers.append(pg)
+    with psycopg.connect(pg.url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE marker (v int)")
+        conn.execute("INSERT INTO marker VALUES (7)")
+    stop(pg)
+    # What `initdb --auth=trust` left before passwords, and no password file.
+    hba = root / "pg" / "pgdata" / "pg_hba.conf"
+    hba.write_text("host all all 127.0.0.1/32 trust\nhost all all ::1/128 trust\n")
+    (root / "pg" / "password").unlink()
+
+    upgraded = start_postgres(root / "pg", database="keep")
+    servers.append(upgraded)
+
+    assert upgraded.requires_password
+    password = (root / "pg" / "password").read_text().strip()
+    assert password and password in upgraded.url and upgraded.url != pg.url
+    with psycopg.connect(upgraded.url) as conn:
+        assert conn.execute("SELECT v FROM marker").fetchone() == (7,)
+    with pytest.raises(psycopg.OperationalError, match="password"):
+        psycopg.connect(upgraded.url.replace(password, "not-the-password"), connect_timeout=5)
+    # The password never reached the server's log, not even in the statement that set it.
+    assert password not in upgraded.log_file.read_text()
+
+
+def test_start_redis_requires_the_password_it_keeps_owner_only(
+    root: Path, servers: list[EmbeddedServer]
+) -> None:
+    server = start_redis(root / "redis")
+    servers.append(server)
+
+    password = (root / "redis" / "password").read_text().strip()
+    assert server.url.startswith(f"redis://:{password}@127.0.0.1:")
+    assert {_mode(root / "redis" / name) for name in ("password", "redis.conf")} == {0o600}
+    assert _mode(root / "redis") == 0o700
+    assert password not in " ".join(psutil.Process(server.pid).cmdline())
+    port = int(server.url.rsplit(":", 1)[1].split("/")[0])
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=2).ping()
+    assert redis.Redis.from_url(server.url).ping() is True

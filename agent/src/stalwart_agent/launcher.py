@@ -74,11 +74,11 @@ class TrialUser:
     groups: tuple[int, ...]
 
 
-def resolve_trial_user(name: str | None, runner_command: Sequence[str] = RUNNER_COMMAND) -> TrialUser | None:
+def resolve_trial_user(name: str | None, python: str | None = RUNNER_COMMAND[0]) -> TrialUser | None:
     """``--trial-user`` checked at start; None when trials run as the agent's own user.
 
     Refused: an unknown user, a user other than our own when we are not root, and one that cannot
-    run the trial runner (its Python installed where only root may enter, say), all before the
+    run the trial runner with ``python`` (installed where only root may enter, say), all before the
     agent registers rather than on every trial. Root without a trial user is allowed, loudly.
     """
     if name is None:
@@ -100,13 +100,13 @@ def resolve_trial_user(name: str | None, runner_command: Sequence[str] = RUNNER_
     user = TrialUser(
         entry.pw_name, entry.pw_uid, entry.pw_gid, tuple(os.getgrouplist(entry.pw_name, entry.pw_gid))
     )
-    if tuple(runner_command) == RUNNER_COMMAND:
-        _check_runner_runs_as(user)
+    if python is not None:
+        _check_runner_runs_as(user, python)
     return user
 
 
-def _check_runner_runs_as(user: TrialUser) -> None:
-    argv = [RUNNER_COMMAND[0], "-c", "import stalwart.exec.run"]
+def _check_runner_runs_as(user: TrialUser, python: str) -> None:
+    argv = [python, "-c", "import stalwart.exec.run"]
     try:
         result = subprocess.run(
             argv,

@@ -26,12 +26,12 @@ def serve(
         Path | None,
         typer.Option(
             "--tls-cert",
-            help="PEM certificate (chain) to serve HTTPS with; needs --tls-key [env STALWART_TLS_CERT]",
+            help="PEM certificate (chain) to serve HTTPS with; needs --tls-key (env STALWART_TLS_CERT)",
         ),
     ] = None,
     tls_key: Annotated[
         Path | None,
-        typer.Option("--tls-key", help="PEM private key of --tls-cert, unencrypted [env STALWART_TLS_KEY]"),
+        typer.Option("--tls-key", help="PEM private key of --tls-cert, unencrypted (env STALWART_TLS_KEY)"),
     ] = None,
 ) -> None:
     """Run the master (migrates the database first); HTTPS when given a certificate and key."""

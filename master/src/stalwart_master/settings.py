@@ -133,10 +133,6 @@ class TLSSettings(BaseSettings):
     # Strict-Transport-Security max-age on HTTPS responses; 0 sends none (e.g. while trying a cert).
     hsts_max_age_seconds: int = Field(default=365 * 24 * 3600, ge=0)
 
-    @property
-    def enabled(self) -> bool:
-        return self.cert is not None and self.key is not None
-
     def check(self) -> None:
         """Raise ``ValueError`` with one line saying why these files cannot serve TLS.
 

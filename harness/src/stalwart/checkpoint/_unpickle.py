@@ -9,8 +9,8 @@ proves the bytes are the ones its author saved, not that the author meant well. 
 - a global is looked up only if it is on the allowlist (or the caller's ``allowed_globals``); a
   module is never even imported otherwise, since importing runs code too;
 - ``REDUCE``, ``NEWOBJ`` and ``INST``/``OBJ`` call only what that lookup returned;
-- ``BUILD`` acts only on instances of allowed classes, never on a class itself, a tensor or a
-  module, and looks ``__setstate__`` up on the type, where the stream cannot plant one.
+- ``BUILD`` acts only on instances of allowed classes, never on a class itself or a restored
+  tensor, and looks ``__setstate__`` up on the type, where the stream cannot plant one.
 
 So every function the stream can make the process call is one of the allowed globals or a method
 of an allowed type. Those are plain value constructors (containers, datetime, Decimal, UUID, pure
@@ -159,8 +159,8 @@ def check_allowed_globals(allowed_globals: Iterable[str]) -> frozenset[str]:
     return names
 
 
-def _refused(uuid: str, name: str) -> UnsafeCheckpointError:
-    allow = f"allowed_globals=[{name!r}] or " if name not in _NEVER else ""
+def _refused(uuid: str, name: str, *, allowable: bool = True) -> UnsafeCheckpointError:
+    allow = f"allowed_globals=[{name!r}] or " if allowable and name not in _NEVER else ""
     return UnsafeCheckpointError(
         f"checkpoint {uuid} contains a pickled object of type {name!r}, which restore does not load "
         f"by default; pass {allow}trusted=True only for checkpoints you made yourself",
@@ -222,8 +222,8 @@ class _Unpickler(pickle._Unpickler):
     """Unpickles a skeleton on the allowlist (see the module docstring); array references come
     from the verified chunks.
 
-    Subclasses the pure-Python unpickler because only it lets each opcode be replaced; a skeleton
-    holds no tensor data, so it is small and the slower loop costs little.
+    Subclasses the pure-Python unpickler because only it lets each opcode be replaced. It is several
+    times slower per object than the C one, but a skeleton holds no tensor bytes, only structure.
     """
 
     stack: list[Any]  # the base class's working stack, created by load()
@@ -259,7 +259,7 @@ class _Unpickler(pickle._Unpickler):
 
     def get_extension(self, code: int) -> None:
         # copyreg's extension cache is process-wide and would bypass find_class; skeletons never use it.
-        raise _refused(self._uuid, f"copyreg extension code {code}")
+        raise _refused(self._uuid, f"copyreg extension code {code}", allowable=False)
 
     def _callable(self, func: object) -> Any:
         if self._callables.get(id(func)) is not func:
@@ -301,7 +301,7 @@ class _Unpickler(pickle._Unpickler):
                 "never does; pass trusted=True only for checkpoints you made yourself",
                 name=_name_of(inst),
             )
-        if not isinstance(inst, self._buildable):
+        if not issubclass(type(inst), self._buildable):  # not isinstance: __class__ can lie
             raise _refused(self._uuid, _name_of(type(inst)))
         setstate = getattr(type(inst), "__setstate__", None)
         if setstate is not None:

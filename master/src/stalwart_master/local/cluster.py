@@ -313,12 +313,14 @@ def _make_private(layout: _Layout) -> None:
             path.chmod(0o600)
 
 
-def _trial_user(layout: _Layout, requested: str | None, notes: list[str]) -> str | None:
+def _trial_user(
+    layout: _Layout, requested: str | None, notes: list[str], python: str = sys.executable
+) -> str | None:
     """The user the local agents run trials as (their ``--trial-user``); None: the one running ``up``.
 
     Trial code must not read the agent tokens, the admin password or the servers' passwords, so
     as root trials run as ``requested`` or else TRIAL_SYSTEM_USER, which gets ``checkpoints/``.
-    Only that default gives way: when the user cannot run this Python (installed where only root
+    Only that default gives way: when the user cannot run ``python`` (installed where only root
     may enter, say), trials run as root, with a note saying so and how to change it.
     """
     if requested is None and os.geteuid() != 0:
@@ -335,7 +337,7 @@ def _trial_user(layout: _Layout, requested: str | None, notes: list[str]) -> str
     if os.geteuid() != 0:
         raise LocalClusterError(f"--trial-user {requested} needs `stalwart deploy local up` to run as root")
     _hand_over(layout.checkpoints_dir, entry)
-    problem = _cannot_run_trials(entry, layout.checkpoints_dir)
+    problem = _cannot_run_trials(entry, layout.checkpoints_dir, python)
     if problem is None:
         return entry.pw_name
     if requested:
@@ -358,11 +360,11 @@ def _hand_over(checkpoints: Path, entry: pwd.struct_passwd) -> None:
             os.chown(Path(dirpath) / name, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
 
 
-def _cannot_run_trials(entry: pwd.struct_passwd, checkpoints: Path) -> str | None:
+def _cannot_run_trials(entry: pwd.struct_passwd, checkpoints: Path, python: str) -> str | None:
     """Why ``entry`` could not run a trial of this cluster, or None when it can."""
     try:
         result = subprocess.run(
-            [sys.executable, "-c", _TRIAL_USER_PROBE, str(checkpoints)],
+            [python, "-c", _TRIAL_USER_PROBE, str(checkpoints)],
             user=entry.pw_uid,
             group=entry.pw_gid,
             extra_groups=os.getgrouplist(entry.pw_name, entry.pw_gid),
@@ -374,12 +376,12 @@ def _cannot_run_trials(entry: pwd.struct_passwd, checkpoints: Path) -> str | Non
             check=False,
         )
     except (OSError, subprocess.SubprocessError) as exc:
-        return f"user {entry.pw_name} cannot run {sys.executable} ({exc})"
+        return f"user {entry.pw_name} cannot run {python} ({exc})"
     if result.returncode == 3:
         return f"user {entry.pw_name} cannot write to {checkpoints}"
     if result.returncode != 0:
         reason = (result.stderr.strip().splitlines() or [f"exit code {result.returncode}"])[-1]
-        return f"user {entry.pw_name} cannot run {sys.executable} ({reason})"
+        return f"user {entry.pw_name} cannot run {python} ({reason})"
     return None
 
 

@@ -173,9 +173,9 @@ def problems(storage: Mapping[str, Any], settings: Settings | None = None) -> li
     settings = _settings(settings)
     kind = storage.get("type")
     found: list[Problem] = []
-    if kind == "s3" and storage.get("endpoint_url"):
-        endpoint = str(storage["endpoint_url"])
-        if endpoint_origin(endpoint) not in allowed_endpoints(settings):
+    if kind == "s3":
+        endpoint = str(storage.get("endpoint_url") or "")
+        if endpoint and endpoint_origin(endpoint) not in allowed_endpoints(settings):
             found.append(
                 Problem(
                     "endpoint_url",
