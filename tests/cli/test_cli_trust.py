@@ -108,7 +108,7 @@ def test_api_token_create_use_list_and_revoke(admin: Cli, live_master: Any) -> N
     token_id = listed[0]["id"]
     assert ok(admin("token", "revoke", str(token_id))).strip() == f"Revoked token {token_id}"
     one_error_line(as_token("user", "whoami"), "revoked token", "stalwart user login")
-    one_error_line(admin("token", "revoke", str(token_id)), "not found")
+    one_error_line(admin("token", "revoke", "2147483647"), "not found")
 
     as_json_created = as_json(admin("token", "create", "--json"))
     assert as_json_created["token"] and as_json_created["kind"] == "api"
@@ -143,7 +143,7 @@ def test_workspace_roles_decide_what_a_member_sees_and_may_do(
     members = {m["username"]: m["role"] for m in as_json(admin("w", "list-members", ws, "--json"))}
     assert members[name] == "viewer"
     assert as_json(user("experiment", "describe", exp_id, "--json"))["id"] == exp["id"]  # viewers read
-    one_error_line(user("experiment", "kill", exp_id), "Not allowed", "viewer")
+    one_error_line(user("experiment", "kill", exp_id), "Not allowed", "workspace admin")
     one_error_line(user("project", "create", ws, "mine"), "Not allowed")
 
     ok(admin("workspace", "assign-role", ws, name, "editor"))
@@ -181,6 +181,7 @@ def test_deactivation_and_password_changes_end_tokens(
     secret = ok(user("token", "create", "-d", "ci")).strip()
     as_token = functools.partial(user, STALWART_TOKEN=secret)
     ok(as_token("user", "whoami"))
+    one_error_line(user("user", "deactivate", name), "Not allowed", "cluster admin")
 
     assert "deactivated" in ok(admin("user", "deactivate", name))
     assert as_json(admin("user", "list", "--json"))  # the listing still works for the admin
@@ -208,7 +209,6 @@ def test_deactivation_and_password_changes_end_tokens(
     one_error_line(user("user", "whoami"), "revoked token")
     assert as_json(admin("user", "edit", name, "--admin", "--json"))["admin"] is True
     assert as_json(admin("user", "edit", name, "--no-admin", "--json"))["admin"] is False
-    one_error_line(cli_for(name)("user", "deactivate", name), "Not allowed")
 
 
 def test_audit_log_shows_logins_and_changes_to_admins_only(

@@ -138,7 +138,7 @@ class Cluster:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def cluster(tmp_path_factory: pytest.TempPathFactory, s3_server: Any) -> Iterator[Cluster]:
     root = tmp_path_factory.mktemp("gc-cluster")
     name = f"stalwart_gc_{os.environ['STALWART_TEST_RUN']}_{os.environ.get('PYTEST_XDIST_WORKER', 'gw0')}"
     database_url = recreate_database(name)
@@ -150,6 +150,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         "STALWART_GC_CHUNK_GRACE_SECONDS": str(GRACE),
         "STALWART_GC_REPUBLISH_INTERVAL_SECONDS": "1",
         "STALWART_GC_BUSY_RETRY_SECONDS": "1",
+        # The master and its workers touch only storage the operator allows: the tests' temporary
+        # directories and the moto server stand for the cluster's NFS and S3.
+        "STALWART_STORAGE_SHARED_FS_ROOTS": json.dumps([str(tmp_path_factory.getbasetemp())]),
+        "STALWART_STORAGE_ENDPOINT_ALLOWLIST": json.dumps([s3_server.endpoint_url]),
     }
     port = free_port()
     master = start_master(port, root / "master", env)
@@ -313,7 +317,8 @@ def new_run(cluster: Cluster, storage: dict[str, Any], policy: tuple[int, int, i
     trials = [t["id"] for t in cluster.api.get(f"/api/v1/experiments/{experiment_id}/trials").json()]
     assert len(trials) == 2
     tokens = {t: start_trial_run(cluster.database_url, t) for t in trials}
-    return Run(cluster, experiment_id, trials, tokens, created.json()["config"]["checkpoint_storage"])
+    # The storage as given, credentials included: the answer's copy has them masked.
+    return Run(cluster, experiment_id, trials, tokens, storage)
 
 
 def assert_storage_agrees(run: Run, *, exact_chunks: bool = True) -> None:

@@ -91,7 +91,9 @@ def trial_python() -> Iterator[str | None]:
     """A Python with this checkout's packages that TRIAL_USER may run, or None.
 
     Ours may live where only root may enter (pyenv under /root): then a venv on a system Python of
-    the same version stands in, its .pth adding our site-packages.
+    the same minor version stands in, its .pth adding our site-packages. An older patch release may
+    want a backport we never installed (redis wants async_timeout before 3.11.3): asyncio's own
+    stands in for it.
     """
     if not IS_ROOT:
         yield None
@@ -113,6 +115,8 @@ def trial_python() -> Iterator[str | None]:
         ours = sysconfig.get_paths()["purelib"]
         (site_packages / "stalwart-checkout.pth").write_text(f"import site; site.addsitedir({ours!r})\n")
         python = str(root / "venv" / "bin" / "python")
+        if not _runs_as(TRIAL_USER, [python, "-c", "import async_timeout"]):
+            (site_packages / "async_timeout.py").write_text("from asyncio import timeout as timeout\n")
         yield python if _runs_as(TRIAL_USER, [python, "-c", CHECKOUT_IMPORTS]) else None
     finally:
         shutil.rmtree(root, ignore_errors=True)
