@@ -20,7 +20,8 @@ from typer.testing import CliRunner, Result
 
 from stalwart.cli.main import app
 from stalwart.client import Client, TooManyRequestsError
-from stalwart.client import _client as client_module
+from stalwart.client._http import HTTPSession
+from stalwart.client.errors import error_from_response
 from stalwart_master.db.session import get_engine
 from stalwart_master.settings import get_settings
 
@@ -232,7 +233,7 @@ def test_audit_log_shows_logins_and_changes_to_admins_only(
     one_error_line(user("audit", "list"), "Not allowed")
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def sessions(live_master: Any) -> sessionmaker[Session]:
     return sessionmaker(bind=get_engine(get_settings().database.sqlalchemy_url), expire_on_commit=False)
 
@@ -276,15 +277,15 @@ def test_throttled_login_is_a_typed_error_and_one_line(monkeypatch: pytest.Monke
             429, json=problem, headers={"Retry-After": "7", "Content-Type": "application/problem+json"}
         )
 
-    real = client_module.HTTPSession
+    def with_mock(*args: Any, **kwargs: Any) -> HTTPSession:
+        return HTTPSession(*args, **{**kwargs, "transport": httpx.MockTransport(answer)})
 
-    def with_mock(*args: Any, **kwargs: Any) -> Any:
-        return real(*args, **{**kwargs, "transport": httpx.MockTransport(answer)})
-
-    monkeypatch.setattr(client_module, "HTTPSession", with_mock)
+    monkeypatch.setattr("stalwart.client._client.HTTPSession", with_mock)
     with Client("http://master.invalid:8080") as sdk, pytest.raises(TooManyRequestsError) as caught:
         sdk.login("alice", "guess")
     assert caught.value.status == 429 and "try again in 7 s" in caught.value.detail
+    error = error_from_response(429, "", {}, retry_after="7")
+    assert isinstance(error, TooManyRequestsError) and error.retry_after == 7.0
 
     result = CliRunner().invoke(
         app,

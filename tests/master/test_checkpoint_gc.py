@@ -31,6 +31,7 @@ from stalwart.core._errors import CheckpointNotFound
 from stalwart_master.db.orm import Agent, Allocation, Checkpoint, GCRequest, Trial
 from stalwart_master.jobs.gc import GCBusy, collect
 from stalwart_master.services import gc as gc_service
+from stalwart_master.settings import get_settings
 
 from support import (
     ManagedProcess,
@@ -164,16 +165,24 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, s3_server: Any) -> Iterato
     )
     api.headers["Authorization"] = f"Bearer {login.json()['token']}"
     found = Cluster(database_url, redis, api, sessionmaker(engine, expire_on_commit=False), root, env)
-    try:
-        yield found
-    finally:
-        for worker in found.workers:
-            worker.stop()
-        api.close()
-        master.stop()
-        redis.stop()
-        engine.dispose()
-        drop_database(name)
+    # collect() also runs in this process: it must allow the same storage as the worker does.
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            if key.startswith("STALWART_STORAGE_"):
+                patch.setenv(key, value)
+        get_settings.cache_clear()
+        try:
+            yield found
+        finally:
+            get_settings.cache_clear()
+            for worker in found.workers:
+                worker.stop()
+            api.close()
+            master.stop()
+            redis.stop()
+            engine.dispose()
+            drop_database(name)
+    get_settings.cache_clear()
 
 
 @pytest.fixture

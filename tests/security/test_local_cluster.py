@@ -16,7 +16,6 @@ import shutil
 import stat
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -88,38 +87,26 @@ def _runs_as(user: str, argv: list[str]) -> bool:
 
 @pytest.fixture(scope="module")
 def trial_python() -> Iterator[str | None]:
-    """A Python with this checkout's packages that TRIAL_USER may run, or None.
+    """This Python, made runnable by TRIAL_USER for the module's tests, or None when it cannot be.
 
-    Ours may live where only root may enter (pyenv under /root): then a venv on a system Python of
-    the same minor version stands in, its .pth adding our site-packages. An older patch release may
-    want a backport we never installed (redis wants async_timeout before 3.11.3): asyncio's own
-    stands in for it.
+    Running trials as another user needs a Python that user may run, as an installation for trial
+    users would be. Ours may live under a home only root may enter (pyenv under /root): its
+    directories get search permission (x, no listing) for the module, and their modes back after.
     """
     if not IS_ROOT:
         yield None
         return
-    if _runs_as(TRIAL_USER, [sys.executable, "-c", CHECKOUT_IMPORTS]):
-        yield sys.executable
-        return
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    bases = [b for b in (f"/usr/bin/python{version}", f"/usr/local/bin/python{version}") if Path(b).exists()]
-    base = next((b for b in bases if _runs_as(TRIAL_USER, [b, "-c", "pass"])), None)
-    if base is None:
-        yield None
-        return
-    root = Path(tempfile.mkdtemp(prefix="stalwart-test-trial-python-"))
+    opened: list[tuple[Path, int]] = []
+    for directory in Path(os.path.realpath(sys.executable)).parents:
+        mode = directory.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            opened.append((directory, stat.S_IMODE(mode)))
+            directory.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
     try:
-        root.chmod(0o755)
-        subprocess.run([base, "-m", "venv", "--without-pip", str(root / "venv")], check=True, timeout=120)
-        site_packages = next((root / "venv" / "lib").glob("python*/site-packages"))
-        ours = sysconfig.get_paths()["purelib"]
-        (site_packages / "stalwart-checkout.pth").write_text(f"import site; site.addsitedir({ours!r})\n")
-        python = str(root / "venv" / "bin" / "python")
-        if not _runs_as(TRIAL_USER, [python, "-c", "import async_timeout"]):
-            (site_packages / "async_timeout.py").write_text("from asyncio import timeout as timeout\n")
-        yield python if _runs_as(TRIAL_USER, [python, "-c", CHECKOUT_IMPORTS]) else None
+        yield sys.executable if _runs_as(TRIAL_USER, [sys.executable, "-c", CHECKOUT_IMPORTS]) else None
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        for directory, mode in opened:
+            directory.chmod(mode)
 
 
 @dataclass
@@ -162,18 +149,17 @@ def _cli_env(data_dir: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def local_cluster(trial_python: str | None) -> Iterator[LocalCluster]:
     """`stalwart deploy local up` in a data dir that already existed with loose permissions; as
-    root, with ``--trial-user nobody`` when some Python of ours is there for nobody to run."""
+    root, with ``--trial-user nobody``."""
     # Outside pytest's tmp_path, which is 0700: as root the PostgreSQL and trial users pass through.
     data_dir = Path(tempfile.mkdtemp(prefix="stalwart-test-secrets-"))
     data_dir.chmod(0o755)
-    python = trial_python or sys.executable
     trial_user = TRIAL_USER if trial_python else None
     args = ["up", "--data-dir", str(data_dir), "--port", str(free_port()), "--json"]
     if trial_user:
         args += ["--trial-user", trial_user]
     try:
         result = subprocess.run(
-            [python, *CLI, *args],
+            [sys.executable, *CLI, *args],
             env=_cli_env(data_dir),
             capture_output=True,
             text=True,

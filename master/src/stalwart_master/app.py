@@ -20,6 +20,7 @@ from stalwart_master.api import (
     audit,
     auth,
     contexts,
+    docs_page,
     experiments,
     lineage,
     master,
@@ -27,6 +28,7 @@ from stalwart_master.api import (
     models,
     openapi,
     problems,
+    security_headers,
     trials,
     workspaces,
 )
@@ -106,12 +108,15 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         version=__version__,
         summary="Train deep-learning models without losing work",
         lifespan=lifespan,
+        docs_url=None,  # served by docs_page from the master's own files, no CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.sessions = sessions
     gc_jobs.install_outbox()
     problems.install(app)
     metrics.install(app)
+    security_headers.install(app, settings)
     for module in (master, auth):
         app.include_router(module.public)
     for module in (
@@ -129,4 +134,5 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     ):
         app.include_router(module.router)
     openapi.install(app, public_routes(app.routes))
+    docs_page.install(app)
     return app

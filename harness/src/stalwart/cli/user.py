@@ -16,6 +16,7 @@ PasswordOption = Annotated[
     str | None,
     typer.Option("--password", "-p", help="Password; prompted for (hidden) when absent.", show_default=False),
 ]
+Username = Annotated[str, typer.Argument(help="User name.", show_default=False)]
 
 
 @app.command()
@@ -104,9 +105,6 @@ def create(
         print_json(user.raw)
     else:
         typer.echo(f"Created user {user.username} (id {user.id}){' as admin' if user.admin else ''}")
-
-
-Username = Annotated[str, typer.Argument(help="User name.", show_default=False)]
 
 
 def _updated(user: User, as_json: bool, message: str) -> None:

@@ -20,6 +20,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
+from stalwart_master.api.deps import Public
 from stalwart_master.api.security_headers import content_security_policy
 
 DOCS_URL = "/docs"
@@ -43,7 +44,7 @@ def install(app: FastAPI) -> None:
     app.mount(ASSETS_URL, StaticFiles(directory=ASSETS_DIR), name="docs-assets")
 
     @app.get(DOCS_URL, include_in_schema=False)
-    def docs(request: Request) -> HTMLResponse:
+    def docs(request: Request, _: Public) -> HTMLResponse:
         root = str(request.scope.get("root_path", "")).rstrip("/")
         page = get_swagger_ui_html(
             openapi_url=f"{root}{openapi_url}",
