@@ -19,6 +19,8 @@ from stalwart_master.db.orm import Allocation, Experiment, Trial
 from stalwart_master.services import trials as trials_service
 from stalwart_master.services.states import ExperimentState
 
+from support import wait_for
+
 pytestmark = pytest.mark.integration
 # A pool no agent serves: the trial's run stays PENDING for as long as the test needs.
 CONFIG = (
@@ -36,6 +38,14 @@ def new_trial(admin: Any) -> tuple[int, int]:
 
 def test_a_trial_without_a_live_run_still_has_one_ahead_until_it_or_its_experiment_stops(admin: Any) -> None:
     experiment_id, trial_id = new_trial(admin)
+
+    def queued() -> bool:
+        with admin.app_ref.state.sessions() as fresh:
+            return fresh.scalar(select(Allocation.id).where(Allocation.trial_id == trial_id)) is not None
+
+    # The app's scheduler queues the first run on its own pass; wait for it, or it could queue one
+    # in the middle of this test (a loaded machine makes that window wide).
+    wait_for(queued, 30, "the scheduler to queue the trial's first run")
     with admin.app_ref.state.sessions() as session:
         # The moments the scheduler has not acted on yet: just created, or between two runs.
         session.execute(

@@ -76,9 +76,19 @@ def _mode(path: Path) -> int:
 
 
 def _runs_as(user: str, argv: list[str]) -> bool:
+    """Whether ``argv`` succeeds as ``user``, with that user's groups and none of ours."""
+    entry = pwd.getpwnam(user)
     try:
         result = subprocess.run(
-            argv, user=user, cwd="/", env={"PATH": os.defpath}, capture_output=True, timeout=120, check=False
+            argv,
+            user=entry.pw_uid,
+            group=entry.pw_gid,
+            extra_groups=os.getgrouplist(user, entry.pw_gid),
+            cwd="/",
+            env={"PATH": os.defpath},
+            capture_output=True,
+            timeout=120,
+            check=False,
         )
     except OSError:
         return False
@@ -350,13 +360,22 @@ def test_a_root_cluster_runs_trials_as_root_with_a_note_only_when_its_trial_user
     assert cluster._trial_user(layout, None, notes, hidden_python) is None
     assert len(notes) == 1 and f"user {cluster.TRIAL_SYSTEM_USER} cannot run {hidden_python}" in notes[0]
 
-    # Asked for by name, it must work or `up` fails.
+    # Asked for by name, it must work or `up` fails: here the checkpoints are out of its reach
+    # (pytest's tmp_path is under a 0700 directory).
     with pytest.raises(LocalClusterError, match=f"--trial-user {TRIAL_USER}: user {TRIAL_USER} cannot run"):
         cluster._trial_user(layout, TRIAL_USER, [], hidden_python)
     if trial_python is not None:
-        tmp_path.chmod(0o711)  # passable, as `up` leaves a root data dir
-        assert cluster._trial_user(layout, TRIAL_USER, [], trial_python) == TRIAL_USER
-        assert layout.checkpoints_dir.stat().st_uid == pwd.getpwnam(TRIAL_USER).pw_uid
+        with pytest.raises(
+            LocalClusterError, match=f"user {TRIAL_USER} cannot write to {layout.checkpoints_dir}"
+        ):
+            cluster._trial_user(layout, TRIAL_USER, [], trial_python)
+        reachable = cluster._layout(Path(tempfile.mkdtemp(prefix="stalwart-test-trial-user-")))
+        try:
+            reachable.data_dir.chmod(0o711)  # as `up` leaves a root data dir
+            assert cluster._trial_user(reachable, TRIAL_USER, [], trial_python) == TRIAL_USER
+            assert reachable.checkpoints_dir.stat().st_uid == pwd.getpwnam(TRIAL_USER).pw_uid
+        finally:
+            shutil.rmtree(reachable.data_dir, ignore_errors=True)
 
 
 # --- no SQL parameter in the master's log ------------------------------------------------------------

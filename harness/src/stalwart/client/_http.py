@@ -238,6 +238,7 @@ def _error(response: httpx.Response) -> APIError:
         _body(response),
         method=response.request.method,
         url=str(response.request.url),
+        retry_after=response.headers.get("Retry-After"),
     )
 
 

@@ -73,10 +73,10 @@ class ArchiveTooLarge(PayloadTooLarge):
     def __init__(self, *, max_bytes: int, size: int | None = None) -> None:
         self.max_bytes = max_bytes
         self.size = size
-        seen = f"{size} bytes" if size is not None else "larger than that"
+        seen = f"is {size} bytes" if size is not None else "is larger"
         super().__init__(
-            f"context exceeds the limit of {max_bytes} bytes ({seen}, "
-            f"{_SETTINGS['max_context_bytes']}); {_IGNORE_HINT}",
+            f"context {seen}, over the limit {_SETTINGS['max_context_bytes']}={max_bytes} bytes; "
+            f"{_IGNORE_HINT}",
             extra={
                 "max_bytes": max_bytes,
                 "limit": "max_context_bytes",

@@ -306,9 +306,10 @@ def _make_private(layout: _Layout) -> None:
     owner_only_dir(layout.run_dir)
     owner_only_dir(layout.logs_dir)
     owner_only_dir(layout.agent_tokens_dir)
-    # "agent-token": the one token of all agents, as versions before agent-bound tokens kept it.
-    private = [layout.admin_password_file, layout.data_dir / "agent-token", *layout.logs_dir.glob("*.log")]
-    for path in private:
+    # The one token of all agents that versions before agent-bound tokens kept: the migration to
+    # them revoked it, so it is only a stale secret lying around.
+    (layout.data_dir / "agent-token").unlink(missing_ok=True)
+    for path in [layout.admin_password_file, *layout.logs_dir.glob("*.log")]:
         if path.is_file() and not path.is_symlink() and path.stat().st_mode & 0o077:
             path.chmod(0o600)
 

@@ -63,7 +63,7 @@ KILL_GRACE_SECONDS = 10
 MAX_POOL_NAME = 128  # allocations.resource_pool is VARCHAR(128)
 # What a bad stored row raises while its run is built or written: Python's complaints about a value
 # and the database refusing one (out of range, too long, NUL). Never the database being away.
-_BAD_ROW = (DataError, ValueError, TypeError, KeyError, OverflowError)
+_BAD_ROW = (DataError, ValueError, TypeError, KeyError, AttributeError, OverflowError)
 
 
 class _Unschedulable(Exception):
@@ -93,6 +93,8 @@ def _wanted(config: dict[str, Any]) -> _Wanted:
     The config was valid when it was submitted, but rows written by hand or under older rules
     reach the scheduler too; anything an allocation row or the planner cannot take is refused here.
     """
+    if not isinstance(config, dict):
+        raise _Unschedulable("the stored config is not a mapping")
     resources = config.get("resources") or {}
     if not isinstance(resources, dict):
         raise _Unschedulable(f"resources is {_shown(resources)}, not a mapping")

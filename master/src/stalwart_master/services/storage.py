@@ -17,7 +17,6 @@ Storages the operator wrote (named ones and the default) count as allowed.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -28,8 +27,6 @@ from stalwart._masking import is_secret_key
 from stalwart_master.errors import Conflict, ErrorList
 from stalwart_master.expconf.model import LOCATION_KEYS
 from stalwart_master.settings import Settings, get_settings
-
-log = logging.getLogger(__name__)
 
 INVALID_TITLE = "Invalid experiment config"
 _FILESYSTEM_TYPES = ("shared_fs", "directory")
@@ -68,7 +65,7 @@ def experiment_storage(config: Mapping[str, Any], settings: Settings | None = No
     its runs write to and what GC opens. Raises ``UnknownStorage`` for a name the cluster lacks."""
     settings = _settings(settings)
     section = dict(config.get("checkpoint_storage") or _default_storage(settings))
-    if section.get("type") != "named":
+    if not _is_named(section):
         return section
     name = str(section.get("name"))
     definition = settings.storage.named.get(name)
@@ -78,6 +75,11 @@ def experiment_storage(config: Mapping[str, Any], settings: Settings | None = No
     where = {k: v for k, v in definition.items() if k == "type" or k in LOCATION_KEYS}
     how = {k: v for k, v in section.items() if k not in ("type", "name") and k not in LOCATION_KEYS}
     return {**where, **how, "name": name}
+
+
+def _is_named(section: Mapping[str, Any]) -> bool:
+    # Validated configs say ``type: named``; an operator's default may be just ``{name: ...}``.
+    return section.get("type") == "named" or ("name" in section and not section.get("type"))
 
 
 def public_storage(storage: Mapping[str, Any]) -> dict[str, Any]:
@@ -205,7 +207,7 @@ def check_experiment_storage(config: Mapping[str, Any], settings: Settings | Non
     settings = _settings(settings)
     errors = ErrorList()
     section = config.get("checkpoint_storage") or {}
-    if section.get("type") == "named" and section.get("name") not in settings.storage.named:
+    if _is_named(section) and section.get("name") not in settings.storage.named:
         known = ", ".join(sorted(settings.storage.named)) or "none"
         errors.add("checkpoint_storage.name", f"no storage of this name on this cluster (defined: {known})")
     else:
