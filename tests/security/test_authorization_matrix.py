@@ -1,4 +1,4 @@
-"""Who may do what in a workspace: every role × every verb on every kind of object.
+"""Who may do what in a workspace: every role by every verb on every kind of object.
 
 Users: the owner of the objects (an editor), another editor, a viewer, a workspace admin, a cluster
 admin, and an outsider with no role in the workspace (an editor of the default one, as every new

@@ -128,13 +128,13 @@ def _is_json(response: Any) -> bool:
     return "json" in response.headers.get("content-type", "")
 
 
-def test_an_admins_allocation_token_cannot_act_as_the_admin(
-    client: Any, credentials: dict[str, str]
-) -> None:
+def test_an_admins_allocation_token_cannot_act_as_the_admin(client: Any, credentials: dict[str, str]) -> None:
     """Finding 1: a trial's token of an admin's experiment became the admin on every user route."""
     trial = {"Authorization": f"Bearer {credentials[Credential.ALLOCATION]}"}
     attempts = [
-        client.post("/api/v1/users", headers=trial, json={"username": "m", "password": "p" * 12, "admin": True}),
+        client.post(
+            "/api/v1/users", headers=trial, json={"username": "m", "password": "p" * 12, "admin": True}
+        ),
         client.post("/api/v1/agents/tokens", headers=trial, json={"agent_id": "rogue"}),
         client.post("/api/v1/experiments", headers=trial, json={"config": CONFIG.format(tag="x")}),
         client.get("/api/v1/trials/1/logs", headers=trial),

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Path, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from stalwart_master.api.deps import CurrentUser, SessionDep, SettingsDep, UserOrAllocation
-from stalwart_master.contexts.archive import check_content_length, receive_context
+from stalwart_master.contexts.archive import check_content_length, check_content_type, receive_context
 from stalwart_master.schemas.common import problem_responses
 from stalwart_master.schemas.contexts import ContextOut
 from stalwart_master.services import contexts as contexts_service
@@ -25,7 +25,12 @@ Sha256 = Annotated[str, Path(pattern=r"^[0-9a-f]{64}$")]
     status_code=201,
     responses=problem_responses(400, 413, 415),
     openapi_extra={
-        "requestBody": {"content": {"application/gzip": {"schema": {"type": "string", "format": "binary"}}}}
+        "requestBody": {
+            "content": {
+                kind: {"schema": {"type": "string", "format": "binary"}}
+                for kind in ("application/gzip", "application/x-gzip", "application/octet-stream")
+            }
+        }
     },
 )
 async def upload_context(
@@ -33,6 +38,7 @@ async def upload_context(
 ) -> ContextOut:
     """Stream a tar.gz in; refuse it as soon as it is too big, before reading the rest."""
     limits = settings.limits
+    check_content_type(request.headers.get("content-type"))
     check_content_length(request.headers.get("content-length"), limits.max_context_bytes)
     archive, content = await receive_context(
         request.stream(),
