@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -168,7 +169,9 @@ class Postgres:
         if embedded:
             self.port = free_port()
             self.name = "stalwart"
-            self.url = f"postgresql://postgres@127.0.0.1:{self.port}/{self.name}"
+            # The embedded server asks for a password (SCRAM), as a local cluster's does.
+            self._password = secrets.token_urlsafe(16)
+            self.url = f"postgresql://postgres:{self._password}@127.0.0.1:{self.port}/{self.name}"
         else:
             admin = os.environ["STALWART_TEST_PG_ADMIN_URL"]
             worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
@@ -183,7 +186,9 @@ class Postgres:
         if self.embedded:
             from stalwart_master.local import embedded
 
-            self._server = embedded.start_postgres(self._root, port=self.port, database=self.name)
+            self._server = embedded.start_postgres(
+                self._root, port=self.port, database=self.name, password=self._password
+            )
 
     def stop(self) -> None:
         """A fast shutdown (SIGINT, what ``pg_ctl stop -m fast`` sends): connections are cut."""

@@ -9,6 +9,7 @@ agent run as an unprivileged user that can read none of it and still train; and 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import pwd
@@ -95,28 +96,53 @@ def _runs_as(user: str, argv: list[str]) -> bool:
     return result.returncode == 0
 
 
+# Test workers (xdist), and test runs side by side, open the directories together: the last one
+# out puts their modes back, from what the first one in recorded here.
+_OPENED = Path(tempfile.gettempdir()) / "stalwart-test-searchable-dirs.json"
+
+
+@contextlib.contextmanager
+def _searchable_by_others(directories: list[Path]) -> Iterator[None]:
+    """Search permission (x, no listing) for others on ``directories`` while anyone needs it."""
+    with open(_OPENED.with_suffix(".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        opened: dict[str, int] = json.loads(_OPENED.read_text()) if _OPENED.exists() else {}
+        for directory in directories:
+            mode = stat.S_IMODE(directory.stat().st_mode)
+            if not mode & stat.S_IXOTH:
+                opened.setdefault(str(directory), mode)
+                directory.chmod(mode | stat.S_IXOTH)
+        _OPENED.write_text(json.dumps(opened))
+        fcntl.flock(lock, fcntl.LOCK_SH)  # held while in use; the last one out gets LOCK_EX below
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            last = True
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                last = False
+            if last:
+                opened = json.loads(_OPENED.read_text()) if _OPENED.exists() else {}
+                for path, mode in opened.items():
+                    Path(path).chmod(mode)
+                _OPENED.unlink(missing_ok=True)
+
+
 @pytest.fixture(scope="module")
 def trial_python() -> Iterator[str | None]:
     """This Python, made runnable by TRIAL_USER for the module's tests, or None when it cannot be.
 
     Running trials as another user needs a Python that user may run, as an installation for trial
     users would be. Ours may live under a home only root may enter (pyenv under /root): its
-    directories get search permission (x, no listing) for the module, and their modes back after.
+    directories get search permission for others while the tests run, and their modes back after.
     """
     if not IS_ROOT:
         yield None
         return
-    opened: list[tuple[Path, int]] = []
-    for directory in Path(os.path.realpath(sys.executable)).parents:
-        mode = directory.stat().st_mode
-        if not mode & stat.S_IXOTH:
-            opened.append((directory, stat.S_IMODE(mode)))
-            directory.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
-    try:
+    with _searchable_by_others(list(Path(os.path.realpath(sys.executable)).parents)):
         yield sys.executable if _runs_as(TRIAL_USER, [sys.executable, "-c", CHECKOUT_IMPORTS]) else None
-    finally:
-        for directory, mode in opened:
-            directory.chmod(mode)
 
 
 @dataclass

@@ -669,6 +669,7 @@ data:
     aliased = "plain: &s value\nsecret_key: *s\n"
     assert yaml.safe_load(mask_yaml_text(aliased)) == {"plain": "value", "secret_key": MASK}
     assert mask_yaml_text("# password: x\n") == f"# password: {MASK}\n"
+    assert mask_yaml_text("a: [unclosed\nsecret_key: abc\n") == f"a: [unclosed\nsecret_key: {MASK}\n"
 
 
 @pytest.mark.unit

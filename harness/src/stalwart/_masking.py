@@ -97,28 +97,31 @@ def mask_config(value: Any) -> Any:
         mask_config({"environment": {"environment_variables": ["HF_TOKEN=hf_abc", "DEBUG=1"]}})
         # {'environment': {'environment_variables': ['HF_TOKEN=********', 'DEBUG=1']}}
     """
-    if isinstance(value, Mapping):
-        return {k: _mask_all(v) if is_secret_key(k) else mask_config(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [(_secret_assignment(v) or v) if isinstance(v, str) else mask_config(v) for v in value]
-    return value
+    return _masked(value, texts=False)
 
 
 def mask_answer(value: Any) -> Any:
     """``mask_config`` for a whole API answer (an experiment, a page of them, a checkpoint, a
     lineage), whose ``original_config`` YAML text is masked with ``mask_yaml_text`` as well."""
+    return _masked(value, texts=True)
+
+
+def _masked(value: Any, *, texts: bool) -> Any:
     if isinstance(value, Mapping):
-        return {
-            k: _mask_all(v)
-            if is_secret_key(k)
-            else mask_yaml_text(v)
-            if k == "original_config" and isinstance(v, str)
-            else mask_answer(v)
-            for k, v in value.items()
-        }
+        return {k: _masked_entry(k, v, texts) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [(_secret_assignment(v) or v) if isinstance(v, str) else mask_answer(v) for v in value]
+        return [
+            (_secret_assignment(v) or v) if isinstance(v, str) else _masked(v, texts=texts) for v in value
+        ]
     return value
+
+
+def _masked_entry(key: Any, value: Any, texts: bool) -> Any:
+    if is_secret_key(key):
+        return _mask_all(value)
+    if texts and key == "original_config" and isinstance(value, str):
+        return mask_yaml_text(value)
+    return _masked(value, texts=texts)
 
 
 # --- YAML text --------------------------------------------------------------------------------------
@@ -170,6 +173,16 @@ def _replaced(text: str, node: yaml.ScalarNode, masked: str) -> tuple[int, int, 
     return start, end, json.dumps(masked) + trailing
 
 
+def _mask_written(text: str) -> str:
+    """Every ``secret_key: value`` / ``NAME=value`` written in ``text``, value masked."""
+
+    def masked(match: re.Match[str]) -> str:
+        group = 1 if match.group(1) else 2
+        return match.group(0)[: match.start(group) - match.start()] + MASK
+
+    return _COMMENT_SECRET.sub(masked, text)
+
+
 def _mask_comments(text: str, spans: list[tuple[int, int]]) -> str:
     """Mask ``secret_key: value`` written in comments (an old key left commented out)."""
     inside = sorted(spans)
@@ -181,12 +194,8 @@ def _mask_comments(text: str, spans: list[tuple[int, int]]) -> str:
             index += 1
         if index < len(inside) and inside[index][0] <= match.start() < inside[index][1]:
             continue  # a '#' inside a quoted or multi-line scalar, not a comment
-        comment = _COMMENT_SECRET.sub(
-            lambda m: m.group(0)[: (m.start(1) if m.group(1) else m.start(2)) - m.start()] + MASK,
-            match.group(0),
-        )
         out.append(text[position : match.start()])
-        out.append(comment)
+        out.append(_mask_written(match.group(0)))
         position = match.end()
     out.append(text[position:])
     return "".join(out)
@@ -197,7 +206,8 @@ def mask_yaml_text(text: str) -> str:
 
     Comments, order and layout are kept. The result is checked by loading it again: if it does
     not read as the masked config (YAML this cannot edit in place), the masked config is dumped
-    anew instead, without comments; text that is not YAML at all is masked line by line.
+    anew instead, without comments. In text that is not YAML at all, whatever reads like
+    ``secret_key: value`` or ``NAME=value`` is masked.
 
     Example::
 
@@ -208,9 +218,9 @@ def mask_yaml_text(text: str) -> str:
         root = yaml.compose(text, Loader=_loader())
         expected = mask_config(yaml.load(text, Loader=_loader()))
     except yaml.YAMLError:
-        return _mask_comments(text, [])
+        return _mask_written(text)  # not YAML: whatever reads like a secret assignment goes
     if root is None:
-        return _mask_comments(text, [])
+        return _mask_written(text)  # comments only
     # One edit per span; a node reached both under a secret key and elsewhere is masked whole.
     edits: dict[tuple[int, int], str] = {}
     for node, masked in _secret_scalars(root):
