@@ -106,6 +106,8 @@ def pytest_configure(config: pytest.Config) -> None:
     # Every in-process request comes from one address ("testclient"): the per-address login
     # throttle is tested on its own, so the suite's wrong passwords must not lock each other out.
     os.environ["STALWART_LOGIN_MAX_FAILURES_PER_ADDRESS"] = "100000"
+    # Tests keep checkpoints under temporary directories: the operator's allowed shared_fs root.
+    os.environ.setdefault("STALWART_STORAGE_SHARED_FS_ROOTS", json.dumps([tempfile.gettempdir()]))
     os.environ["STALWART_DATA_DIR"] = tempfile.mkdtemp(prefix=f"stalwart-test-{worker}-")
     # Tests never read or write the developer's real CLI token cache.
     os.environ["STALWART_CONFIG_DIR"] = tempfile.mkdtemp(prefix="stalwart-test-cli-")

@@ -122,7 +122,6 @@ VERBS: list[Verb] = [
         CHANGERS,
         lambda w, u: w.call(u, "PATCH", f"/api/v1/experiments/{w.experiment}", {"description": u}),
     ),
-    ("archive experiment", CHANGERS, lambda w, u: _twice(w, u, "archive", "unarchive")),
     ("activate experiment", CHANGERS, lambda w, u: _twice(w, u, "activate", "pause")),
     (
         "set GC policy",
@@ -174,8 +173,9 @@ VERBS: list[Verb] = [
             "POST",
             "/api/v1/experiments",
             {
-                "config": CONFIG.format(tag=uuid.uuid4().hex[:8])
-                + f"searcher: {{name: single, metric: loss, source_checkpoint_uuid: '{w.checkpoint}'}}\n",
+                "config": CONFIG.format(tag=uuid.uuid4().hex[:8]).replace(
+                    "metric: loss}", f"metric: loss, source_checkpoint_uuid: '{w.checkpoint}'}}"
+                ),
                 "paused": True,
             },
         ),

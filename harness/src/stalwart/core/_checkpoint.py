@@ -279,7 +279,11 @@ class CheckpointContext:
         record = self._record(uuid)
         if record.get("state") == "DELETED":
             raise CheckpointNotFound(f"checkpoint {uuid} was deleted")
-        storage = record.get("storage") or self._config()
+        storage = record.get("storage") or {}
+        own = self._storage_config
+        if own is not None and all(own.get(k) == v for k, v in storage.items()):
+            storage = own  # the same place: this run's copy carries the credentials the row may not
+        storage = storage or self._config()
         backend = self._backend(storage)
         manifest = record.get("manifest")
         if isinstance(manifest, dict) and "format" in manifest:

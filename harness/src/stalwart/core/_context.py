@@ -9,6 +9,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from stalwart._masking import mask_config
 from stalwart.core._checkpoint import CheckpointContext
 from stalwart.core._distributed import DistributedContext
 from stalwart.core._errors import CoreError
@@ -180,7 +181,7 @@ def init(
             sink = JsonLinesSink(local_dir / "metrics.jsonl")
             shipper = MetricsShipper(sink, log=log)
             on_close.append(sink.close)
-            log.info("metrics go to %s, checkpoints to %s", sink.path, storage)
+            log.info("metrics go to %s, checkpoints to %s", sink.path, mask_config(storage))
 
     train = TrainContext(shipper, log=log)
     return Context(

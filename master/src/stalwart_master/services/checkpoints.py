@@ -184,7 +184,9 @@ def require_allocation_may_read(session: Session, token: Token, checkpoint: Chec
     allocation = session.get(Allocation, token.allocation_id) if token.allocation_id else None
     trial = session.get(Trial, allocation.trial_id) if allocation else None
     source = session.get(Trial, checkpoint.trial_id)
-    if trial is None or source is None or (
-        source.experiment_id != trial.experiment_id and checkpoint.uuid != trial.warm_start_checkpoint
+    if (
+        trial is None
+        or source is None
+        or (source.experiment_id != trial.experiment_id and checkpoint.uuid != trial.warm_start_checkpoint)
     ):
         raise NotFound(f"checkpoint {checkpoint.uuid} not found")

@@ -17,6 +17,7 @@ from stalwart_master.services import allocations as allocations_service
 from stalwart_master.services import authz
 from stalwart_master.services import contexts as contexts_service
 from stalwart_master.services import models as models_service
+from stalwart_master.services import storage as storage_service
 from stalwart_master.services.states import TERMINAL, ExperimentState, next_state
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ def create_experiment(
     project_id: int = DEFAULT_PROJECT_ID,
 ) -> Experiment:
     parsed = parse_experiment_config(config_yaml, defaults, max_bytes=max_config_bytes)
+    storage_service.check_experiment_storage(parsed.data)  # 422 at checkpoint_storage.<field>
     authz.project_to_create_in(session, owner, project_id)
     if context_sha256 is not None:
         contexts_service.get_context(session, context_sha256)  # 404 before anything is written
