@@ -33,6 +33,8 @@ def config(searcher: str = "", lr: float = 0.1) -> str:
     return (
         f"name: cli-model-{uuid.uuid4().hex[:8]}\nentrypoint: python3 train.py\n"
         f"hyperparameters: {{lr: {lr}}}\nsearcher: {{name: single, metric: loss{extra}}}\n"
+        # Registered checkpoints here have no metrics: keep them all, whatever GC runs meanwhile.
+        "checkpoint_storage: {save_trial_latest: 100}\n"
     )
 
 

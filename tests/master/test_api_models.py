@@ -15,7 +15,11 @@ from stalwart_master.db.orm import Checkpoint, Experiment, User
 from stalwart_master.services import models as models_service
 
 pytestmark = pytest.mark.integration
-CONFIG = "name: {name}\nentrypoint: python3 train.py\nsearcher: {{name: single, metric: loss}}\n"
+# Registered checkpoints here have no metrics: keep them all, whatever GC runs meanwhile.
+CONFIG = (
+    "name: {name}\nentrypoint: python3 train.py\nsearcher: {{name: single, metric: loss}}\n"
+    "checkpoint_storage: {{save_trial_latest: 100}}\n"
+)
 
 
 def unique(prefix: str = "model") -> str:

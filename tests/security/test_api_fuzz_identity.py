@@ -3,6 +3,7 @@ hold) get generated requests of their own, on a master with a database of its ow
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -45,9 +46,8 @@ def private_app(scratch_database: Callable[[str], str]) -> Iterator[Any]:
 
 
 def test_identity_routes_never_answer_a_server_error(private_app: Any) -> None:
-    from conftest import ADMIN_PASSWORD
-
-    login = private_app.post("/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD})
+    admin_password = os.environ["STALWART_ADMIN_PASSWORD"]
+    login = private_app.post("/api/v1/auth/login", json={"username": "admin", "password": admin_password})
     assert login.status_code == 200, login.text
     token = login.json()["token"]
     # Things for the generated requests to hit: a second user, a workspace with a project.
@@ -72,7 +72,7 @@ def test_identity_routes_never_answer_a_server_error(private_app: Any) -> None:
             # A generated password reset may have ended this session: log in again, as a person would.
             if private_app.get("/api/v1/me", headers=headers).status_code == 401:
                 again = private_app.post(
-                    "/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
+                    "/api/v1/auth/login", json={"username": "admin", "password": admin_password}
                 )
                 if again.status_code == 200:
                     headers["Authorization"] = f"Bearer {again.json()['token']}"

@@ -21,6 +21,8 @@ PASSWORD = "matrix-password-1"
 CONFIG = (
     "name: matrix-{tag}\nentrypoint: python3 train.py\nsearcher: {{name: single, metric: loss}}\n"
     "resources: {{resource_pool: nowhere}}\n"
+    # The checkpoints here have no metrics: keep them all, whatever GC runs meanwhile.
+    "checkpoint_storage: {{save_trial_latest: 100}}\n"
 )
 ROLES = ("owner", "editor", "viewer", "wsadmin", "admin", "outsider")
 
