@@ -265,3 +265,21 @@ def redis_server_argv(port: int) -> list[str]:
     """A private redis-server without persistence: stopping it loses its queue, as an outage of an
     in-memory broker would."""
     return ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+
+
+# Routes that change who may do what (tokens, users, roles, workspaces, projects, moves). The
+# shared fuzz run skips them, since random small ids would revoke or demote what other tests of its
+# worker hold; tests/security/test_api_fuzz_identity.py fuzzes them on a database of their own.
+IDENTITY_ROUTES = {
+    ("DELETE", "/api/v1/tokens/{token_id}"),
+    ("DELETE", "/api/v1/agents/tokens/{token_id}"),
+    ("PATCH", "/api/v1/users/{username}"),
+    ("POST", "/api/v1/me/password"),
+    ("PATCH", "/api/v1/workspaces/{workspace_id}"),
+    ("DELETE", "/api/v1/workspaces/{workspace_id}"),
+    ("PUT", "/api/v1/workspaces/{workspace_id}/members/{username}"),
+    ("DELETE", "/api/v1/workspaces/{workspace_id}/members/{username}"),
+    ("PATCH", "/api/v1/projects/{project_id}"),
+    ("DELETE", "/api/v1/projects/{project_id}"),
+    ("POST", "/api/v1/experiments/{experiment_id}/move"),
+}

@@ -11,21 +11,9 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-pytestmark = pytest.mark.integration
+from support import IDENTITY_ROUTES
 
-IDENTITY_ROUTES = {
-    ("DELETE", "/api/v1/tokens/{token_id}"),
-    ("DELETE", "/api/v1/agents/tokens/{token_id}"),
-    ("PATCH", "/api/v1/users/{username}"),
-    ("POST", "/api/v1/me/password"),
-    ("PATCH", "/api/v1/workspaces/{workspace_id}"),
-    ("DELETE", "/api/v1/workspaces/{workspace_id}"),
-    ("PUT", "/api/v1/workspaces/{workspace_id}/members/{username}"),
-    ("DELETE", "/api/v1/workspaces/{workspace_id}/members/{username}"),
-    ("PATCH", "/api/v1/projects/{project_id}"),
-    ("DELETE", "/api/v1/projects/{project_id}"),
-    ("POST", "/api/v1/experiments/{experiment_id}/move"),
-}
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture

@@ -8,8 +8,9 @@ An object in a workspace the user has no role in answers 404, so its existence d
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from stalwart_master.db.orm import (
@@ -59,6 +60,20 @@ def readable_workspace_ids(session: Session, user: User) -> set[int] | None:
     return set(
         session.scalars(select(WorkspaceMember.workspace_id).where(WorkspaceMember.user_id == user.id))
     )
+
+
+def in_workspaces(
+    query: Select[Any], project_column: Any, workspace_ids: set[int] | None, workspace_id: int | None
+) -> Select[Any]:
+    """Narrow a list to objects whose project lies in the given workspaces (None: no narrowing)."""
+    if workspace_ids is None and workspace_id is None:
+        return query
+    projects = select(Project.id)
+    if workspace_ids is not None:
+        projects = projects.where(Project.workspace_id.in_(workspace_ids))
+    if workspace_id is not None:
+        projects = projects.where(Project.workspace_id == workspace_id)
+    return query.where(project_column.in_(projects))
 
 
 def require_role(session: Session, user: User, workspace_id: int, need: Role, what: str) -> Role:

@@ -145,14 +145,7 @@ def _filtered(query: Select[Any], flt: ExperimentFilter) -> Select[Any]:
         query = query.where(Experiment.archived.is_(flt.archived))
     if flt.project_id is not None:
         query = query.where(Experiment.project_id == flt.project_id)
-    if flt.workspace_ids is not None or flt.workspace_id is not None:
-        in_workspace = select(Project.id)
-        if flt.workspace_ids is not None:
-            in_workspace = in_workspace.where(Project.workspace_id.in_(flt.workspace_ids))
-        if flt.workspace_id is not None:
-            in_workspace = in_workspace.where(Project.workspace_id == flt.workspace_id)
-        query = query.where(Experiment.project_id.in_(in_workspace))
-    return query
+    return authz.in_workspaces(query, Experiment.project_id, flt.workspace_ids, flt.workspace_id)
 
 
 def list_experiments(session: Session, flt: ExperimentFilter) -> tuple[list[Experiment], int]:

@@ -21,7 +21,6 @@ from stalwart_master.db.orm import (
     Experiment,
     Model,
     ModelVersion,
-    Project,
     Trial,
     User,
 )
@@ -120,14 +119,7 @@ def _filtered(query: Select[Any], flt: ModelFilter) -> Select[Any]:
         query = query.join(User, Model.user_id == User.id).where(User.username == flt.owner)
     if flt.project_id is not None:
         query = query.where(Model.project_id == flt.project_id)
-    if flt.workspace_ids is not None or flt.workspace_id is not None:
-        in_workspace = select(Project.id)
-        if flt.workspace_ids is not None:
-            in_workspace = in_workspace.where(Project.workspace_id.in_(flt.workspace_ids))
-        if flt.workspace_id is not None:
-            in_workspace = in_workspace.where(Project.workspace_id == flt.workspace_id)
-        query = query.where(Model.project_id.in_(in_workspace))
-    return query
+    return authz.in_workspaces(query, Model.project_id, flt.workspace_ids, flt.workspace_id)
 
 
 def list_models(session: Session, flt: ModelFilter) -> tuple[list[Model], int]:
