@@ -19,9 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner, Result
 
 from stalwart.cli.main import app
-from stalwart.client import Client, TooManyRequestsError
-from stalwart.client._http import HTTPSession
-from stalwart.client.errors import error_from_response
+from stalwart.client import Client, TooManyRequestsError, UnauthorizedError
 from stalwart_master.db.session import get_engine
 from stalwart_master.settings import get_settings
 
@@ -265,31 +263,20 @@ def test_model_delete_version_and_delete(
     one_error_line(admin("model", "describe", name), "not found")
 
 
-def test_throttled_login_is_a_typed_error_and_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    def answer(request: httpx.Request) -> httpx.Response:
-        problem = {
-            "type": "urn:stalwart:problem:too-many-requests",
-            "title": "Too many requests",
-            "status": 429,
-            "detail": "too many failed logins for this user; try again in 7 s",
-        }
-        return httpx.Response(
-            429, json=problem, headers={"Retry-After": "7", "Content-Type": "application/problem+json"}
-        )
+def test_throttled_login_is_a_typed_error_and_one_line(
+    live_master: Any, new_user: Callable[[], str], cli_for: Callable[[str | None], Cli]
+) -> None:
+    """The real master's per-user lockout (10 failures): the SDK raises the typed error with the
+    master's Retry-After, and the CLI says it on one line."""
+    name = new_user()
+    with Client(live_master.url) as sdk:
+        for _ in range(10):
+            with pytest.raises(UnauthorizedError):
+                sdk.login(name, "a-wrong-password")
+        with pytest.raises(TooManyRequestsError) as caught:
+            sdk.login(name, PASSWORD)
+    assert caught.value.status == 429 and "try again in" in caught.value.detail
+    assert caught.value.retry_after is not None and caught.value.retry_after >= 1
 
-    def with_mock(*args: Any, **kwargs: Any) -> HTTPSession:
-        return HTTPSession(*args, **{**kwargs, "transport": httpx.MockTransport(answer)})
-
-    monkeypatch.setattr("stalwart.client._client.HTTPSession", with_mock)
-    with Client("http://master.invalid:8080") as sdk, pytest.raises(TooManyRequestsError) as caught:
-        sdk.login("alice", "guess")
-    assert caught.value.status == 429 and "try again in 7 s" in caught.value.detail
-    error = error_from_response(429, "", {}, retry_after="7")
-    assert isinstance(error, TooManyRequestsError) and error.retry_after == 7.0
-
-    result = CliRunner().invoke(
-        app,
-        ["-m", "http://master.invalid:8080", "user", "login", "alice", "--password", "guess"],
-        env={"STALWART_TOKEN": None, "STALWART_CONFIG_DIR": "/nonexistent"},
-    )
-    one_error_line(result, "Too many requests", "try again in 7 s")
+    result = cli_for(None)("user", "login", name, "--password", PASSWORD)
+    one_error_line(result, "Too many requests", "try again in")

@@ -55,6 +55,8 @@ from stalwart.checkpoint.storage import StorageBackend
 from stalwart.core._checkpoint import CheckpointContext
 from stalwart.core._http import AllocationSession
 
+from support import wait_for
+
 pytestmark = pytest.mark.unit
 log = logging.getLogger("test")
 
@@ -157,15 +159,6 @@ def _poisoned(gadget: object) -> dict[str, Any]:
     return {"model": collections.OrderedDict(w=torch.ones(3)), "step": 5, "extra": {"callbacks": [gadget]}}
 
 
-def _wait_for(path: Path, deadline_s: float = 20.0) -> bool:
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        if path.exists():
-            return True
-        time.sleep(0.02)
-    return path.exists()
-
-
 def _cleanup(result: Any) -> None:
     for item in result["extra"]["callbacks"]:
         if isinstance(item, subprocess.Popen):
@@ -190,7 +183,7 @@ def test_a_gadget_in_a_checkpoint_never_runs_on_restore_and_the_error_names_its_
     # The same gadget, trusted: it runs (some asynchronously), so the refusal above was real.
     trusted = _save(storage, _poisoned(build(control)))
     _cleanup(load_state(storage, read_manifest(storage, trusted["uuid"]), trusted=True))
-    assert _wait_for(control), f"{gadget} did not run even when trusted: the test proves nothing"
+    wait_for(control.exists, 20, f"{gadget} to run when trusted (else the test proves nothing)")
     assert not marker.exists()
 
 

@@ -18,6 +18,7 @@ from stalwart_master.api.deps import (
     UserCaller,
     client_address,
 )
+from stalwart_master.db.orm import Token
 from stalwart_master.errors import Unauthorized
 from stalwart_master.schemas.common import Text, problem_responses
 from stalwart_master.schemas.users import LoginRequest, LoginResponse, UserCreate, UserOut
@@ -181,10 +182,7 @@ class TokenCreated(TokenOut):
     token: str = Field(description="The secret; shown this once only")
 
 
-def _token_out(token: object, current_id: int | None = None) -> TokenOut:
-    from stalwart_master.db.orm import Token
-
-    assert isinstance(token, Token)
+def _token_out(token: Token, current_id: int | None = None) -> TokenOut:
     return TokenOut(
         id=token.id,
         kind="session" if token.kind == "user" else "api",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 
 from fastapi import APIRouter
@@ -12,7 +11,6 @@ from stalwart_master.db.orm import Checkpoint
 from stalwart_master.schemas.allocations import CheckpointOut, checkpoint_out
 from stalwart_master.schemas.common import problem_responses
 from stalwart_master.schemas.lineage import LineageExperiment, LineageOut, LineageTrial
-from stalwart_master.services import authz
 from stalwart_master.services import checkpoints as checkpoints_service
 from stalwart_master.services import lineage as lineage_service
 
@@ -29,18 +27,7 @@ def checkpoint_lineage(checkpoint_uuid: uuid.UUID, user: CurrentUser, session: S
     ``missing_parent`` names a parent that was recorded but is not known to this master.
 
     The chain stops before the first ancestor in a workspace the caller cannot see."""
-    lineage = lineage_service.checkpoint_lineage(session, checkpoint_uuid)
-    authz.checkpoint_for(session, user, lineage.checkpoint)
-    visible = authz.readable_workspace_ids(session, user)
-    if visible is not None:
-        for index, ancestor in enumerate(lineage.chain):
-            if authz.checkpoint_workspace(session, ancestor)[0] not in visible:
-                lineage = dataclasses.replace(lineage, chain=lineage.chain[:index], missing_parent=None)
-                break
-        seen = {lineage.checkpoint.trial_id, *(c.trial_id for c in lineage.chain)}
-        trials = [t for t in lineage.trials if t.id in seen]
-        experiments = [e for e in lineage.experiments if e.id in {t.experiment_id for t in trials}]
-        lineage = dataclasses.replace(lineage, trials=trials, experiments=experiments)
+    lineage = lineage_service.lineage_for(session, user, checkpoint_uuid)
     details = checkpoints_service.details(session, [lineage.checkpoint, *lineage.chain])
 
     def out(checkpoint: Checkpoint) -> CheckpointOut:
@@ -60,7 +47,7 @@ def checkpoint_lineage(checkpoint_uuid: uuid.UUID, user: CurrentUser, session: S
             LineageExperiment(
                 id=e.id,
                 name=e.name,
-                config=lineage_service.mask_secrets(e.config),
+                config=e.config,  # LineageExperiment masks its secrets
                 context_sha256=e.context_sha256,
             )
             for e in lineage.experiments

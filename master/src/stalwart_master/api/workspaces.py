@@ -7,9 +7,11 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Response, status
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.orm import Session
 
 from stalwart_master.api import audit
 from stalwart_master.api.deps import CurrentUser, SessionDep, UserCaller
+from stalwart_master.db.orm import User, Workspace
 from stalwart_master.schemas.common import Text, problem_responses
 from stalwart_master.services import authz
 from stalwart_master.services import users as users_service
@@ -82,9 +84,9 @@ class ProjectOut(BaseModel):
     created_at: dt.datetime
 
 
-def _workspace_out(session: SessionDep, user: object, workspace: object) -> WorkspaceOut:
+def _workspace_out(session: Session, user: User, workspace: Workspace) -> WorkspaceOut:
     out = WorkspaceOut.model_validate(workspace)
-    role = authz.role_in(session, user, out.id)  # type: ignore[arg-type]
+    role = authz.role_in(session, user, out.id)
     return out.model_copy(update={"role": role.label if role else None})
 
 

@@ -7,6 +7,7 @@ and experiments.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -14,9 +15,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from stalwart._masking import mask_config
-from stalwart_master.db.orm import Checkpoint, Experiment, Trial
+from stalwart_master.db.orm import Checkpoint, Experiment, Trial, User
 from stalwart_master.errors import ErrorList, NotFound
+from stalwart_master.services import authz
 
 # A chain longer than this is cut: no honest history is that deep, a corrupt one may be endless.
 MAX_CHAIN = 10_000
@@ -77,16 +78,6 @@ def warm_start_of(session: Session, experiment: Experiment) -> uuid.UUID | None:
     )
 
 
-def mask_secrets(config: dict[str, Any]) -> dict[str, Any]:
-    """Storage credentials are for trials, not for everyone who can read a lineage.
-
-    The project's one masking rule; ``LineageExperiment`` applies it as well, so this call in the
-    route is only a second, harmless pass.
-    """
-    masked: dict[str, Any] = mask_config(config)
-    return masked
-
-
 @dataclass(frozen=True)
 class Lineage:
     checkpoint: Checkpoint
@@ -122,3 +113,21 @@ def checkpoint_lineage(session: Session, checkpoint_uuid: uuid.UUID) -> Lineage:
     }
     experiments = [experiments_by_id[i] for i in experiment_ids if i in experiments_by_id]
     return Lineage(checkpoint, chain, missing, trials, experiments)
+
+
+def lineage_for(session: Session, reader: User, checkpoint_uuid: uuid.UUID) -> Lineage:
+    """The lineage as ``reader`` may see it: the chain stops before the first ancestor in a
+    workspace they have no role in, and only the trials and experiments left in it are named."""
+    lineage = checkpoint_lineage(session, checkpoint_uuid)
+    authz.checkpoint_for(session, reader, lineage.checkpoint)
+    visible = authz.readable_workspace_ids(session, reader)
+    if visible is None:
+        return lineage
+    for index, ancestor in enumerate(lineage.chain):
+        if authz.checkpoint_workspace(session, ancestor)[0] not in visible:
+            lineage = dataclasses.replace(lineage, chain=lineage.chain[:index], missing_parent=None)
+            break
+    seen = {lineage.checkpoint.trial_id, *(c.trial_id for c in lineage.chain)}
+    trials = [t for t in lineage.trials if t.id in seen]
+    experiments = [e for e in lineage.experiments if e.id in {t.experiment_id for t in trials}]
+    return dataclasses.replace(lineage, trials=trials, experiments=experiments)

@@ -41,8 +41,7 @@ def _validate_new_user(username: str, password: str) -> None:
         or not username.replace("-", "").replace("_", "").replace(".", "").isalnum()
     ):
         errors.add("username", "must be 1-128 letters, digits, '-', '_' or '.'")
-    if len(password) < 8:
-        errors.add("password", "must be at least 8 characters")
+    _password_problems(errors, password)
     errors.raise_if_any(title="Invalid user")
 
 
@@ -67,10 +66,14 @@ def get_user(session: Session, username: str) -> User:
     return user
 
 
-def _check_password(password: str, path: str = "password") -> None:
-    errors = ErrorList()
+def _password_problems(errors: ErrorList, password: str) -> None:
     if len(password) < 8:
-        errors.add(path, "must be at least 8 characters")
+        errors.add("password", "must be at least 8 characters")
+
+
+def _check_password(password: str) -> None:
+    errors = ErrorList()
+    _password_problems(errors, password)
     errors.raise_if_any(title="Invalid password")
 
 
@@ -255,13 +258,14 @@ def authenticate(session: Session, secret: str) -> Token:
     return token
 
 
-def touch_token(token: Token) -> None:
-    """Remember when a person's token was last used, at most once a minute (it costs a write)."""
-    now = utcnow()
-    if token.kind in ("user", "api") and (
-        token.last_used_at is None or now - token.last_used_at > dt.timedelta(minutes=1)
-    ):
-        token.last_used_at = now
+def use_is_stale(token: Token) -> bool:
+    """A person's token whose last use is unrecorded or over a minute old (recording costs a write)."""
+    last = token.last_used_at
+    return token.kind in ("user", "api") and (last is None or utcnow() - last > dt.timedelta(minutes=1))
+
+
+def record_use(session: Session, token: Token) -> None:
+    session.execute(update(Token).where(Token.id == token.id).values(last_used_at=utcnow()))
 
 
 def revoke_token(session: Session, token_id: int) -> None:

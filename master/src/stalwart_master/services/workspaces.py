@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Select, delete, func, select
 from sqlalchemy.orm import Session
 
 from stalwart_master.db.orm import (
@@ -81,16 +81,20 @@ def delete_workspace(session: Session, actor: User, workspace_id: int) -> Worksp
     workspace = workspace_for(session, actor, workspace_id, Role.ADMIN)
     if workspace.id == DEFAULT_WORKSPACE_ID:
         raise Conflict("the default workspace cannot be deleted")
-    projects = select(Project.id).where(Project.workspace_id == workspace_id)
-    used = (
-        session.scalar(select(func.count(Experiment.id)).where(Experiment.project_id.in_(projects))) or 0
-    ) + (session.scalar(select(func.count(Model.id)).where(Model.project_id.in_(projects))) or 0)
+    used = _objects_in(session, select(Project.id).where(Project.workspace_id == workspace_id))
     if used:
         raise Conflict(f"workspace {workspace.name!r} still holds {used} experiments or models")
     session.execute(delete(Project).where(Project.workspace_id == workspace_id))
     session.delete(workspace)
     session.flush()
     return workspace
+
+
+def _objects_in(session: Session, projects: Select[int]) -> int:
+    """Experiments and models inside the projects: a non-empty place is never deleted with them."""
+    experiments = select(func.count(Experiment.id)).where(Experiment.project_id.in_(projects))
+    models = select(func.count(Model.id)).where(Model.project_id.in_(projects))
+    return (session.scalar(experiments) or 0) + (session.scalar(models) or 0)
 
 
 def list_members(session: Session, actor: User, workspace_id: int) -> list[tuple[str, str]]:
@@ -208,9 +212,7 @@ def delete_project(session: Session, actor: User, project_id: int) -> Project:
     authz.require_change(session, actor, project.workspace_id, project.user_id, f"project {project_id}")
     if project.id == DEFAULT_PROJECT_ID:
         raise Conflict("the default project cannot be deleted")
-    used = (
-        session.scalar(select(func.count(Experiment.id)).where(Experiment.project_id == project_id)) or 0
-    ) + (session.scalar(select(func.count(Model.id)).where(Model.project_id == project_id)) or 0)
+    used = _objects_in(session, select(Project.id).where(Project.id == project_id))
     if used:
         raise Conflict(f"project {project.name!r} still holds {used} experiments or models")
     session.delete(project)
