@@ -56,6 +56,7 @@ bench: $(VENV)/.bench-deps
 	$(BIN)/python bench/harness_overhead.py
 	$(BIN)/python bench/metric_ingestion.py
 	$(BIN)/python bench/checkpoint.py --sizes 1,4
+	$(BIN)/python bench/search.py
 
 lint: test-deps
 	$(BIN)/ruff check .

@@ -48,6 +48,7 @@ CREATE TABLE allocations (
     ended_at timestamp with time zone,
     preempt_requested_at timestamp with time zone,
     restored_checkpoint uuid,
+    early_exit character varying(32),
     CONSTRAINT ck_allocations_state_valid CHECK (((state)::text = ANY ((ARRAY['PENDING'::character varying, 'ASSIGNED'::character varying, 'RUNNING'::character varying, 'TERMINATED'::character varying])::text[]))),
     CONSTRAINT fk_allocations_agent_id_agents FOREIGN KEY (agent_id) REFERENCES agents(id) ON DELETE SET NULL,
     CONSTRAINT fk_allocations_trial_id_trials FOREIGN KEY (trial_id) REFERENCES trials(id) ON DELETE CASCADE,

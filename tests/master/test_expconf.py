@@ -89,7 +89,7 @@ def test_error_messages_are_short_and_free_of_pydantic_wording(case_id: str, tex
         ),
         (
             config_with(searcher={"name": "sobol", "metric": "m"}),
-            ("searcher.name", "must be one of single, grid, random, adaptive_asha"),
+            ("searcher.name", "must be one of single, grid, random, adaptive_asha, async_halving, bayesian"),
         ),
         (
             config_with(hyperparameters={"lr": {"type": "double", "minval": 1, "maxval": 0.5}}),

@@ -83,12 +83,13 @@ def test_pause_records_when_preemption_was_asked_and_the_run_is_killed_once_its_
     assert allocations_service.kill_overdue_preemptions(pass_session, default) == 1
     assert allocation.kill_requested
 
-    # Killed for ignoring preemption: not the code's fault, so the trial waits to resume.
+    # Killed for ignoring preemption: not the code's fault, so the trial waits to resume (PAUSED
+    # while its experiment is, as in Determined).
     allocations_service.finish_allocation(
         pass_session, allocation, -9, "killed by SIGKILL (killed on request)"
     )
     trial = pass_session.get(Trial, run.trial_id)
-    assert trial is not None and (trial.state, trial.restarts) == ("ACTIVE", 0)
+    assert trial is not None and (trial.state, trial.restarts) == ("PAUSED", 0)
     assert (allocation.state, allocation.exit_reason) == ("TERMINATED", "preemption timeout")
 
 

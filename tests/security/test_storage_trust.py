@@ -25,6 +25,7 @@ import httpx
 import numpy as np
 import pytest
 import redis as redis_lib
+import yaml
 from sqlalchemy import create_engine, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
@@ -662,8 +663,6 @@ data:
         assert secret not in masked, secret
     for kept in ("# team config", "# the team bucket", 'pad_token: "<pad>"', "max_tokens: 512", "DEBUG=1"):
         assert kept in masked, kept
-    import yaml
-
     assert yaml.safe_load(masked) == mask_config(yaml.safe_load(text))
     # YAML it cannot edit in place (a secret reached through an alias elsewhere) is dumped anew.
     aliased = "plain: &s value\nsecret_key: *s\n"
@@ -747,3 +746,11 @@ def test_a_misspelt_named_storage_stops_the_master_at_start() -> None:
         StorageSettings(named={"team": {"type": "s3"}})
     with pytest.raises(ValueError, match="not an http"):
         StorageSettings(endpoint_allowlist=["minio.local:9000"])
+
+
+def test_a_determined_registry_auth_block_is_masked_whole_in_text_and_in_data() -> None:
+    text = "environment:\n  registry_auth:\n    username: bot\n    auth: c2VjcmV0\n    identitytoken: tok\n"
+    masked = yaml.safe_load(mask_yaml_text(text))
+    assert masked["environment"]["registry_auth"] == {"username": MASK, "auth": MASK, "identitytoken": MASK}
+    data = mask_config({"environment": {"registry_auth": {"registrytoken": "abc"}, "image": "x"}})
+    assert data == {"environment": {"registry_auth": {"registrytoken": MASK}, "image": "x"}}

@@ -50,6 +50,8 @@ SECRET_KEYS = frozenset(
         "credential",
         "credentials",
         "secrets",
+        # Determined's environment.registry_auth: the whole block is a credential.
+        "registry_auth",
     }
 )
 

@@ -7,6 +7,7 @@ pipe it into ``jq``. rich is imported only when a table is drawn.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,31 +16,50 @@ from typing import Annotated, Any
 import typer
 
 from stalwart._masking import mask_answer
-from stalwart.client import Client
+from stalwart.cli._errors import CliError
+from stalwart.client import Client, UnauthorizedError, auth
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON to stdout instead of a table.")]
+CsvOption = Annotated[bool, typer.Option("--csv", help="Print CSV to stdout instead of a table.")]
 
 
 @dataclass
 class CliState:
-    """Options given before the command (``stalwart -m URL ...``), kept on the root context."""
+    """Options given before the command (``stalwart -m URL -u USER ...``), kept on the root context."""
 
     master: str
+    user: str | None = None
 
 
 def state(ctx: typer.Context) -> CliState:
     obj = ctx.find_root().obj
     if not isinstance(obj, CliState):  # a sub-app invoked on its own, as some tests do
-        from stalwart.client import auth
-
-        obj = CliState(master=auth.resolve_master(None))
+        obj = CliState(master=auth.resolve_master(None), user=auth.resolve_user(None))
     return obj
 
 
-def client(ctx: typer.Context) -> Client:
-    """A client for the chosen master with the token from $STALWART_TOKEN or the cache."""
-    c = Client(state(ctx).master)
+def client(ctx: typer.Context, *, as_user: bool = True) -> Client:
+    """A client for the chosen master with the token from $STALWART_TOKEN or the cache.
+
+    With ``-u USER`` (or $STALWART_USER / $DET_USER) and a cached token of someone else, it logs
+    in as USER first (password from $STALWART_PASSWORD / $DET_PASS, else asked for) and caches
+    that token, as ``det -u USER`` does. ``as_user=False`` is for commands that need no login.
+    """
+    current = state(ctx)
+    c = Client(current.master)
     ctx.call_on_close(c.close)
+    if as_user and current.user and not os.environ.get("STALWART_TOKEN"):
+        cached = auth.load_token(current.master)
+        if cached is None or cached.username != current.user:
+            password = auth.env_password() or typer.prompt(
+                f"Password for {current.user}", hide_input=True, err=True
+            )
+            try:
+                login = c.login(current.user, password)
+            except UnauthorizedError as exc:
+                # A wrong password is not "not logged in, go log in": say only what the master said.
+                raise CliError(str(exc)) from None
+            auth.save_token(current.master, login.user.username, login.token)
     return c
 
 
@@ -78,6 +98,18 @@ def print_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, captio
         # Text() so user data such as a "[red]" label is shown, not interpreted as rich markup.
         table.add_row(*(Text("" if cell is None else str(cell)) for cell in row))
     Console().print(table)
+
+
+def print_csv(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, caption: str | None = None) -> None:
+    """The same rows as ``print_table``, as CSV (header first) for spreadsheets and scripts."""
+    import csv
+    import sys
+
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows(["" if cell is None else cell for cell in row] for row in rows)
+    if caption:
+        typer.echo(caption, err=True)
 
 
 def print_fields(fields: Mapping[str, Any]) -> None:

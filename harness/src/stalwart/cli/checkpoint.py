@@ -142,22 +142,41 @@ def lineage(
 @app.command()
 def delete(
     ctx: typer.Context,
-    checkpoint_uuid: Annotated[
-        str, typer.Argument(metavar="UUID", help="Checkpoint UUID.", show_default=False)
+    checkpoint_uuids: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="UUID...",
+            help="Checkpoint UUIDs (also comma-separated, as Determined).",
+            show_default=False,
+        ),
     ],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Delete a checkpoint's files; it shows DELETED once the storage is gone (refused if registered)."""
+    """Delete checkpoints' files; each shows DELETED once its storage is gone (refused if registered)."""
+    uuids = [u.strip() for arg in checkpoint_uuids for u in arg.split(",") if u.strip()]
+    if not uuids:
+        raise CliError("give at least one checkpoint UUID")
     if not yes:
-        typer.confirm(f"Delete checkpoint {checkpoint_uuid} from storage?", abort=True)
-    ckpt = client(ctx).delete_checkpoint(checkpoint_uuid)
+        what = f"checkpoint {uuids[0]}" if len(uuids) == 1 else f"{len(uuids)} checkpoints"
+        typer.confirm(f"Delete {what} from storage?", abort=True)
+    c = client(ctx)
+    # One at a time, in order: the first refusal stops with one line and the rest stay untouched.
+    deleted = []
+    for checkpoint_uuid in uuids:
+        ckpt = c.delete_checkpoint(checkpoint_uuid)
+        deleted.append(ckpt)
+        if as_json:
+            continue
+        if ckpt.state == "DELETED":
+            typer.echo(f"Checkpoint {ckpt.uuid} is already deleted")
+        else:
+            typer.echo(f"Checkpoint {ckpt.uuid} will be deleted")
     if as_json:
-        print_masked_json(ckpt.raw)
-    elif ckpt.state == "DELETED":
-        typer.echo(f"Checkpoint {ckpt.uuid} is already deleted")
-    else:
-        typer.echo(f"Checkpoint {ckpt.uuid} will be deleted")
+        print_masked_json(deleted[0].raw if len(deleted) == 1 else [ckpt.raw for ckpt in deleted])
+
+
+app.command("rm", hidden=True)(delete)
 
 
 def _open_checkpoint(ctx: typer.Context, checkpoint_uuid: str) -> tuple[Any, dict[str, Any]]:
@@ -214,26 +233,38 @@ def download(
         str, typer.Argument(metavar="UUID", help="Checkpoint UUID.", show_default=False)
     ],
     output: Annotated[
-        Path, typer.Option("--output", "-o", help="Directory to write into.", show_default=False)
-    ],
+        Path | None,
+        typer.Option(
+            "--output-dir",
+            "-o",
+            "--output",
+            help="Directory to write into [default: checkpoints/UUID].",
+            show_default=False,
+        ),
+    ] = None,
     fmt: Annotated[
         DownloadFormat,
         typer.Option("--format", help="files: the checkpoint's files; safetensors: its tensors in one file."),
     ] = DownloadFormat.files,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the path written.")] = False,
 ) -> None:
-    """Write a verified copy of a checkpoint into a directory."""
+    """Write a verified copy of a checkpoint into a directory (checkpoints/UUID unless -o)."""
     from stalwart.checkpoint import export_safetensors, restore_directory
     from stalwart.core import CoreError
 
     storage, manifest = _open_checkpoint(ctx, checkpoint_uuid)
+    # Determined's default place, so scripts written for `det checkpoint download` find it.
+    output = output if output is not None else Path("checkpoints") / str(manifest["uuid"])
     try:
         if fmt is DownloadFormat.safetensors:
             target = output / "model.safetensors"
             names = export_safetensors(storage, manifest, target)
-            typer.echo(f"Wrote {len(names)} tensors of {manifest['uuid']} to {target}")
+            message = f"Wrote {len(names)} tensors of {manifest['uuid']} to {target}"
         else:
+            target = output
             restore_directory(storage, manifest, output)
-            typer.echo(f"Wrote {len(manifest['files'])} files of {manifest['uuid']} to {output}")
+            message = f"Wrote {len(manifest['files'])} files of {manifest['uuid']} to {output}"
+        typer.echo(str(target) if quiet else message)
     except (CoreError, OSError) as exc:
         raise CliError(str(exc)) from None
     finally:

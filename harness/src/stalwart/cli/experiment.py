@@ -9,11 +9,14 @@ import typer
 
 from stalwart._masking import mask_yaml_text
 from stalwart.cli._errors import EXIT_ERROR, EXIT_INTERRUPTED, CliError
+from stalwart.cli._overrides import apply_overrides
 from stalwart.cli._shared import (
+    CsvOption,
     JsonOption,
     client,
     fmt_size,
     fmt_time,
+    print_csv,
     print_fields,
     print_masked_json,
     print_table,
@@ -28,12 +31,22 @@ EXIT_WAIT_TIMEOUT = 3
 app = typer.Typer(help="Create, inspect and control experiments.", no_args_is_help=True)
 label_app = typer.Typer(help="Add or remove experiment labels.", no_args_is_help=True)
 set_app = typer.Typer(
-    help="Change an experiment's name, description or checkpoint GC policy.", no_args_is_help=True
+    help="Change an experiment's name, description, GC policy, priority, weight or max slots.",
+    no_args_is_help=True,
 )
 app.add_typer(label_app, name="label")
 app.add_typer(set_app, name="set")
 
 ExperimentId = Annotated[int, typer.Argument(min=1, help="Experiment id.", show_default=False)]
+ConfigOverrides = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--config",
+        metavar="KEY=VALUE",
+        help="Set one config field, e.g. hyperparameters.lr=0.1 (dotted key, YAML value; repeatable).",
+        show_default=False,
+    ),
+]
 
 
 class OrderBy(StrEnum):
@@ -104,10 +117,11 @@ def create(
         ),
     ] = False,
     poll: Annotated[float, typer.Option(min=0.1, help="Seconds between progress checks (--follow).")] = 2.0,
+    overrides: ConfigOverrides = None,
     as_json: JsonOption = False,
 ) -> None:
     """Upload the model directory and submit CONFIG as a new experiment; prints its id."""
-    config_text = _read_config(config)
+    config_text = apply_overrides(_read_config(config), overrides or ())
     data = _build_context(context_dir)
     c = client(ctx)
     upload = c.upload_context(data)
@@ -116,6 +130,9 @@ def create(
     # now, so that a refused config still fails with a single line.
     verb = "uploaded" if upload.uploaded else "already on the master:"
     typer.echo(f"Context {verb} {upload.sha256[:12]} ({fmt_size(upload.size)})", err=True)
+    # Determined fields the master accepts but ignores: one line each, so nothing is silently lost.
+    for field, message in exp.warnings:
+        typer.echo(f"Warning: {field}: {message}", err=True)
     if not follow:
         _summary(exp, as_json, f"Created experiment {exp.id}")
         return
@@ -153,8 +170,17 @@ def list_(
     ] = None,
     owner: Annotated[str | None, typer.Option(help="Owned by this user.", show_default=False)] = None,
     archived: Annotated[
-        bool | None, typer.Option("--archived/--no-archived", help="Only archived / only unarchived.")
+        bool | None,
+        typer.Option(
+            "--archived/--no-archived", help="Only archived / only unarchived [default: unarchived]."
+        ),
     ] = None,
+    show_all: Annotated[
+        bool,
+        typer.Option(
+            "--all", "-a", help="Everyone's experiments, archived ones too [default: yours, unarchived]."
+        ),
+    ] = False,
     order_by: Annotated[OrderBy | None, typer.Option(help="Sort key.", show_default=False)] = None,
     ascending: Annotated[
         bool | None, typer.Option("--asc/--desc", help="Sort order [default: desc].")
@@ -173,10 +199,16 @@ def list_(
             "--project", min=1, metavar="PROJECT_ID", help="Only in this project.", show_default=False
         ),
     ] = None,
+    as_csv: CsvOption = False,
     as_json: JsonOption = False,
 ) -> None:
-    """List experiments, newest first."""
-    page = client(ctx).list_experiments(
+    """List your unarchived experiments, newest first; --all for everyone's and archived ones."""
+    c = client(ctx)
+    if not show_all:
+        # Determined's default view: your own, unarchived work; a filter given explicitly wins.
+        owner = owner or c.me().username
+        archived = False if archived is None else archived
+    page = c.list_experiments(
         states=[s.upper() for s in states or ()],
         labels=labels,
         name=name,
@@ -194,7 +226,7 @@ def list_(
         return
     shown = len(page.items)
     caption = f"{shown} of {page.total} shown (use --offset/--limit)" if shown < page.total else None
-    print_table(
+    (print_csv if as_csv else print_table)(
         ["ID", "Name", "State", "Owner", "Labels", "Archived", "Created", "Ended"],
         (
             [
@@ -209,7 +241,7 @@ def list_(
             ]
             for e in page.items
         ),
-        caption=caption,
+        caption=None if as_csv else caption,
     )
 
 

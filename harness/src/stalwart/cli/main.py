@@ -14,8 +14,11 @@ from stalwart.cli import (
     checkpoint,
     deploy,
     experiment,
+    experiment_tools,  # noqa: F401 (registers list-trials, list-checkpoints, ... on `experiment`)
+    experiment_versions,  # noqa: F401 (registers fork, continue and versions on `experiment`)
     master,
     model,
+    preview,
     project,
     slot,
     token,
@@ -24,7 +27,7 @@ from stalwart.cli import (
     workspace,
 )
 from stalwart.cli._errors import CliGroup
-from stalwart.cli._shared import CliState
+from stalwart.cli._shared import CliState, JsonOption, client, print_fields, print_json, state
 from stalwart.client import auth
 
 app = typer.Typer(
@@ -57,6 +60,7 @@ for _group, _name, _alias in (
     if _alias:
         app.add_typer(_group, name=_alias, hidden=True)
 app.add_typer(deploy.app, name="deploy")
+app.command("preview-search")(preview.preview_search)
 
 
 def _version(value: bool) -> None:
@@ -75,7 +79,16 @@ def root(
         typer.Option(
             "--master",
             "-m",
-            help=f"Master URL (env STALWART_MASTER; default {auth.DEFAULT_MASTER}).",
+            help=f"Master URL (env STALWART_MASTER, DET_MASTER; default {auth.DEFAULT_MASTER}).",
+            show_default=False,
+        ),
+    ] = None,
+    user: Annotated[
+        str | None,
+        typer.Option(
+            "--user",
+            "-u",
+            help="Act as this user (env STALWART_USER, DET_USER; default: whoever is logged in).",
             show_default=False,
         ),
     ] = None,
@@ -84,7 +97,23 @@ def root(
     ] = False,
 ) -> None:
     """Stalwart: train deep-learning models on your cluster."""
-    ctx.obj = CliState(master=auth.resolve_master(master_url))
+    ctx.obj = CliState(master=auth.resolve_master(master_url), user=auth.resolve_user(user))
+
+
+@app.command("version")
+def version_command(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Show this client's version and the master's (Determined's `det version`)."""
+    from stalwart import __version__
+
+    current = state(ctx)
+    if not as_json:
+        # The client's half first, so it is shown even when the master cannot be reached.
+        print_fields({"Client": __version__})
+    info = client(ctx, as_user=False).master_info()
+    if as_json:
+        print_json({"client": {"version": __version__}, "master": {"url": current.master, **info.raw}})
+        return
+    print_fields({"Master": info.version, "Master address": current.master, "Cluster": info.cluster_name})
 
 
 def main() -> None:

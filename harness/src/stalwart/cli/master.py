@@ -10,7 +10,7 @@ app = typer.Typer(help="Show information about the master.", no_args_is_help=Tru
 @app.command()
 def info(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Version, cluster id and name of the master (no login needed)."""
-    master = client(ctx).master_info()
+    master = client(ctx, as_user=False).master_info()
     if as_json:
         print_json(master.raw)
         return

@@ -3,17 +3,42 @@
 import json
 import math
 from collections.abc import Iterable, Mapping
+from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
 
-from stalwart.cli._errors import EXIT_INTERRUPTED
-from stalwart.cli._shared import JsonOption, client, fmt_time, print_fields, print_json, print_table
+from stalwart.cli._errors import EXIT_INTERRUPTED, CliError
+from stalwart.cli._shared import (
+    JsonOption,
+    client,
+    fmt_time,
+    print_csv,
+    print_fields,
+    print_json,
+    print_table,
+)
 from stalwart.client import Client, LogLine, Trial, TrialRun
 
-app = typer.Typer(help="Inspect trials: state, metrics and logs.", no_args_is_help=True)
+app = typer.Typer(help="Inspect trials (state, metrics, logs) and kill one.", no_args_is_help=True)
 
 TrialId = Annotated[int, typer.Argument(min=1, help="Trial id.", show_default=False)]
+
+
+class LogLevel(StrEnum):
+    TRACE = "TRACE"
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+    CRITICAL = "CRITICAL"
+
+
+class StdType(StrEnum):
+    stdout = "stdout"
+    stderr = "stderr"
+
+
 FollowOption = Annotated[
     bool, typer.Option("--follow", "-f", help="Keep printing new lines until the trial stops running.")
 ]
@@ -34,7 +59,7 @@ def searcher_metric(config: Mapping[str, Any]) -> str:
     return str(searcher.get("metric") or "validation") if isinstance(searcher, Mapping) else "validation"
 
 
-def print_trials(trials: Iterable[Trial], metric: str, *, hparams: bool = False) -> None:
+def print_trials(trials: Iterable[Trial], metric: str, *, hparams: bool = False, csv: bool = False) -> None:
     columns = ["Trial", "State", "Restarts", "Steps", f"Best {metric}", "Latest checkpoint"]
     rows = []
     for t in trials:
@@ -49,7 +74,7 @@ def print_trials(trials: Iterable[Trial], metric: str, *, hparams: bool = False)
         if hparams:
             row.append(json.dumps(dict(t.hparams), sort_keys=True))
         rows.append(row)
-    print_table([*columns, "Hyperparameters"] if hparams else columns, rows)
+    (print_csv if csv else print_table)([*columns, "Hyperparameters"] if hparams else columns, rows)
 
 
 def print_runs(runs: Iterable[TrialRun]) -> None:
@@ -77,10 +102,15 @@ def fmt_log(line: LogLine) -> str:
     return f"{fmt_time(line.ts)} {where} {line.message}"
 
 
-def print_logs(c: Client, trial_id: int, *, follow: bool, tail: int | None, as_json: bool) -> None:
-    """Print a trial's log lines (one JSON object per line with ``as_json``); Ctrl-C stops quietly."""
+def print_logs(
+    c: Client, trial_id: int, *, follow: bool, tail: int | None, as_json: bool, **filters: Any
+) -> None:
+    """Print a trial's log lines (one JSON object per line with ``as_json``); Ctrl-C stops quietly.
+
+    ``filters`` are ``iter_trial_logs``'s: head, rank_ids, stdtypes, level.
+    """
     try:
-        for line in c.iter_trial_logs(trial_id, follow=follow, tail=tail):
+        for line in c.iter_trial_logs(trial_id, follow=follow, tail=tail, **filters):
             typer.echo(json.dumps(dict(line.raw)) if as_json else fmt_log(line))
     except KeyboardInterrupt:
         # Stopping a follow is how it is meant to end: no message, only the conventional code.
@@ -175,9 +205,52 @@ def logs(
     trial_id: TrialId,
     follow: FollowOption = False,
     tail: TailOption = None,
+    head: Annotated[
+        int | None, typer.Option(min=1, max=100_000, help="Only the first N lines.", show_default=False)
+    ] = None,
+    rank_ids: Annotated[
+        list[int] | None,
+        typer.Option("--rank-id", min=0, help="Only this rank's lines (repeatable).", show_default=False),
+    ] = None,
+    stdtypes: Annotated[
+        list[StdType] | None,
+        typer.Option("--stdtype", help="Only this stream's lines (repeatable).", show_default=False),
+    ] = None,
+    level: Annotated[
+        LogLevel | None,
+        typer.Option(
+            help="Only lines of this level or above (a line without 'LEVEL:' counts as INFO).",
+            show_default=False,
+            case_sensitive=False,
+        ),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print each line as one JSON object (NDJSON).")
     ] = False,
 ) -> None:
     """Print a trial's logs; with -f keep following until the trial stops running."""
-    print_logs(client(ctx), trial_id, follow=follow, tail=tail, as_json=as_json)
+    if head is not None and tail is not None:
+        raise CliError("give --head or --tail, not both")
+    print_logs(
+        client(ctx),
+        trial_id,
+        follow=follow,
+        tail=tail,
+        as_json=as_json,
+        head=head,
+        rank_ids=rank_ids or (),
+        stdtypes=[s.value for s in stdtypes or ()],
+        level=level.value if level else None,
+    )
+
+
+@app.command()
+def kill(ctx: typer.Context, trial_id: TrialId, as_json: JsonOption = False) -> None:
+    """Stop this trial at once, without a checkpoint; it ends CANCELED and its experiment goes on."""
+    trial = client(ctx).kill_trial(trial_id)
+    if as_json:
+        print_json(trial.raw)
+    elif trial.state == "ACTIVE":
+        typer.echo(f"Killing trial {trial.id}")
+    else:
+        typer.echo(f"Trial {trial.id} is {trial.state}")

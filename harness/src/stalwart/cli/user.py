@@ -1,7 +1,6 @@
 """``stalwart user`` (alias ``u``): log in and out, and manage accounts."""
 
 import contextlib
-import os
 from typing import Annotated
 
 import typer
@@ -27,12 +26,13 @@ def login(
     ] = None,
     password: PasswordOption = None,
 ) -> None:
-    """Log in and remember the token for this master (also read from $STALWART_PASSWORD)."""
+    """Log in and remember the token for this master (password also read from $STALWART_PASSWORD
+    or $DET_PASS; user name from -u, $STALWART_USER or $DET_USER)."""
     master = state(ctx).master
-    username = username or typer.prompt("Username")
-    password = password or os.environ.get("STALWART_PASSWORD") or typer.prompt("Password", hide_input=True)
+    username = username or state(ctx).user or typer.prompt("Username")
+    password = password or auth.env_password() or typer.prompt("Password", hide_input=True)
     try:
-        result = client(ctx).login(username, password)
+        result = client(ctx, as_user=False).login(username, password)
     except UnauthorizedError as exc:
         # A wrong password is not "not logged in, go log in": say only what the master said.
         raise CliError(str(exc)) from None

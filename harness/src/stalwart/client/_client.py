@@ -6,7 +6,7 @@ import hashlib
 import json
 import time
 import urllib.parse
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -278,6 +278,16 @@ class Client:
             body["project_id"] = project_id
         return Experiment.from_json(self._json("POST", "/api/v1/experiments", json=body))
 
+    def preview_search(self, config: str, *, limit: int = 100) -> dict[str, Any]:
+        """What ``config``'s searcher would do (Determined's ``preview-search``); creates nothing.
+
+        The answer lists the first ``limit`` trials with their hyperparameters and, for the ASHA
+        searchers, each bracket's rungs; a bad config raises the same 422 as creating it.
+        """
+        body = {"config": config, "limit": limit}
+        answer: dict[str, Any] = self._json("POST", "/api/v1/experiments/preview", json=body)
+        return answer
+
     def list_experiments(
         self,
         *,
@@ -419,6 +429,27 @@ class Client:
             self._json("PATCH", f"/api/v1/experiments/{experiment_id}/gc-policy", json=body)
         )
 
+    def set_experiment_resources(
+        self,
+        experiment_id: int,
+        *,
+        priority: int | None = None,
+        weight: float | None = None,
+        max_slots: int | None = None,
+    ) -> Experiment:
+        """Change the experiment's ``resources.priority`` (1-99, lower runs first; queued and running
+        runs take it too), ``weight`` or ``max_slots``; None leaves a value as it is.
+
+        Example::
+
+            Client().set_experiment_resources(7, priority=10)
+        """
+        changes = {"priority": priority, "weight": weight, "max_slots": max_slots}
+        body = {key: value for key, value in changes.items() if value is not None}
+        return Experiment.from_json(
+            self._json("PATCH", f"/api/v1/experiments/{experiment_id}/resources", json=body)
+        )
+
     def _verb(self, experiment_id: int, verb: str) -> Experiment:
         return Experiment.from_json(self._json("POST", f"/api/v1/experiments/{experiment_id}/{verb}"))
 
@@ -485,6 +516,53 @@ class Client:
         """
         return Experiment.from_json(self._json("DELETE", f"/api/v1/experiments/{experiment_id}"))
 
+    def fork_experiment(
+        self, experiment_id: int, config_overrides: Mapping[str, Any] | None = None, *, paused: bool = False
+    ) -> Experiment:
+        """A new experiment with ``experiment_id`` as parent: the parent's config as submitted with
+        ``config_overrides`` deep-merged over it, the parent's context, in the parent's project.
+
+        Example::
+
+            child = Client().fork_experiment(7, {"hyperparameters": {"lr": 0.1}})
+            child.parent_id  # 7
+        """
+        body = {"config_overrides": dict(config_overrides or {}), "paused": paused}
+        return Experiment.from_json(
+            self._json("POST", f"/api/v1/experiments/{experiment_id}/fork", json=body)
+        )
+
+    def continue_experiment(
+        self, experiment_id: int, config_overrides: Mapping[str, Any] | None = None
+    ) -> Experiment:
+        """Run a COMPLETED, CANCELED or ERROR experiment again (Determined's ``det e continue``).
+
+        Its ERROR and CANCELED trials (or its only trial) resume from their latest checkpoints as
+        new runs. Overrides may change how trials run (``max_restarts``, ``resources``, checkpoint
+        GC and periods; ``searcher.max_length`` of a single trial), never what they train.
+        ``raw["resumed_trial_ids"]`` lists the trials that resume.
+
+        Example::
+
+            Client().continue_experiment(7, {"max_restarts": 10}).state  # "ACTIVE"
+        """
+        body = {"config_overrides": dict(config_overrides or {})}
+        return Experiment.from_json(
+            self._json("POST", f"/api/v1/experiments/{experiment_id}/continue", json=body)
+        )
+
+    def experiment_versions(self, experiment_id: int) -> list[Experiment]:
+        """The fork tree of an experiment: its root ancestor and every descendant you can see, by
+        id (each with id, name, state, owner, project_id, parent_id and created_at).
+
+        Example::
+
+            for exp in Client().experiment_versions(7):
+                print(exp.id, exp.parent_id, exp.state)
+        """
+        rows = self._json("GET", f"/api/v1/experiments/{experiment_id}/versions")
+        return [Experiment.from_json(row) for row in rows]
+
     def wait_for_experiment(
         self,
         experiment_id: int,
@@ -537,6 +615,15 @@ class Client:
         """
         return Trial.from_json(self._json("GET", f"/api/v1/trials/{trial_id}"))
 
+    def kill_trial(self, trial_id: int) -> Trial:
+        """Stop one trial at once without a checkpoint; it ends CANCELED, its experiment goes on.
+
+        Example::
+
+            Client().kill_trial(12).state  # "ACTIVE" until its run is gone, then "CANCELED"
+        """
+        return Trial.from_json(self._json("POST", f"/api/v1/trials/{trial_id}/kill"))
+
     def trial_metrics(
         self, trial_id: int, *, group: str | None = None, include_archived: bool = False
     ) -> list[Metric]:
@@ -564,21 +651,38 @@ class Client:
         return [TrialRun.from_json(r) for r in self._json("GET", f"/api/v1/trials/{trial_id}/runs")]
 
     def iter_trial_logs(
-        self, trial_id: int, *, follow: bool = False, tail: int | None = None
+        self,
+        trial_id: int,
+        *,
+        follow: bool = False,
+        tail: int | None = None,
+        head: int | None = None,
+        rank_ids: Sequence[int] = (),
+        stdtypes: Sequence[str] = (),
+        level: str | None = None,
     ) -> Iterator[LogLine]:
         """The trial's log lines in order, as they arrive.
 
-        ``tail`` starts at the last N lines. With ``follow`` the iterator keeps waiting for new
-        lines while a run of the trial is queued, going or about to be queued (waiting for slots
-        and restarts count) and ends once the trial ends or its experiment is paused. Stopping the
-        iteration early closes the stream.
+        ``tail`` starts at the last N lines, ``head`` stops after the first N. With ``follow`` the
+        iterator keeps waiting for new lines while a run of the trial is queued, going or about to
+        be queued (waiting for slots and restarts count) and ends once the trial ends or its
+        experiment is paused. Stopping the iteration early closes the stream. The master filters:
+        ``rank_ids``, ``stdtypes`` (stdout, stderr) and ``level`` (this level or above, Determined's
+        TRACE..CRITICAL; a line not starting ``LEVEL:`` counts as INFO).
 
         Example::
 
-            for line in Client().iter_trial_logs(12, follow=True, tail=100):
+            for line in Client().iter_trial_logs(12, follow=True, tail=100, level="WARNING"):
                 print(line.message)
         """
-        params: dict[str, Any] = {"follow": follow, "tail": tail}
+        params: dict[str, Any] = {
+            "follow": follow,
+            "tail": tail,
+            "head": head,
+            "rank_id": list(rank_ids),
+            "stdtype": list(stdtypes),
+            "level": level,
+        }
         headers = {"Accept": "application/x-ndjson"}
         # No read timeout while following: a quiet trial sends nothing for minutes.
         read_timeout = None if follow else self._session.timeout

@@ -9,7 +9,7 @@ Example::
 
     from stalwart.client import auth
 
-    master = auth.resolve_master(None)        # -m value, else $STALWART_MASTER, else the default
+    master = auth.resolve_master(None)  # -m value, else $STALWART_MASTER, $DET_MASTER, the default
     cached = auth.load_token(master)
     print(cached.username if cached else "not logged in")
 """
@@ -28,10 +28,12 @@ __all__ = [
     "CachedToken",
     "auth_file",
     "config_dir",
+    "env_password",
     "forget_token",
     "load_token",
     "resolve_master",
     "resolve_token",
+    "resolve_user",
     "save_token",
 ]
 
@@ -47,7 +49,8 @@ class CachedToken:
 
 
 def resolve_master(master: str | None) -> str:
-    """The master URL to talk to: the explicit value, else ``$STALWART_MASTER``, else the default.
+    """The master URL to talk to: the explicit value, else ``$STALWART_MASTER``, else Determined's
+    ``$DET_MASTER`` (so a Determined user's shell setup works unchanged), else the default.
 
     A bare ``host:port`` gets ``http://`` so the cache key is the same however the user typed it.
 
@@ -55,10 +58,23 @@ def resolve_master(master: str | None) -> str:
 
         resolve_master("gpu-box:8080")  # -> "http://gpu-box:8080"
     """
-    url = (master or os.environ.get("STALWART_MASTER") or DEFAULT_MASTER).strip()
+    url = (
+        master or os.environ.get("STALWART_MASTER") or os.environ.get("DET_MASTER") or DEFAULT_MASTER
+    ).strip()
     if "://" not in url:
         url = f"http://{url}"
     return url.rstrip("/")
+
+
+def resolve_user(user: str | None) -> str | None:
+    """The user to act as: the explicit value (``-u``), else ``$STALWART_USER``, else ``$DET_USER``;
+    None means whoever the cached token belongs to."""
+    return user or os.environ.get("STALWART_USER") or os.environ.get("DET_USER") or None
+
+
+def env_password() -> str | None:
+    """A password from the environment: ``$STALWART_PASSWORD``, else Determined's ``$DET_PASS``."""
+    return os.environ.get("STALWART_PASSWORD") or os.environ.get("DET_PASS") or None
 
 
 def config_dir() -> Path:

@@ -245,6 +245,22 @@ class Experiment:
         """True once the experiment reached COMPLETED, CANCELED or ERROR."""
         return self.state in TERMINAL_STATES
 
+    @property
+    def warnings(self) -> tuple[tuple[str, str], ...]:
+        """``(field, message)`` for each config field the master accepted but ignores; only on
+        the experiment ``create_experiment`` returns.
+
+        Example::
+
+            for field, message in client.create_experiment(text).warnings:
+                print(f"{field}: {message}")
+        """
+        return tuple(
+            (str(w.get("field", "")), str(w.get("message", "")))
+            for w in self.raw.get("warnings") or ()
+            if isinstance(w, Mapping)
+        )
+
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Experiment:
         parent = data.get("parent_id")

@@ -13,13 +13,14 @@ master, whose copy of the manifest is what restores verify against on a cluster.
 from __future__ import annotations
 
 import contextlib
+import enum
 import json
 import logging
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,26 @@ if TYPE_CHECKING:
     from stalwart.checkpoint import CheckpointWriter, StorageBackend
 
 _DEFAULT_CHUNK_SIZE = 8 * 1024 * 1024
+
+#: Chooses files by their path relative to the checkpoint root ("model.pt", "opt/state.bin").
+Selector = Callable[[str], bool]
+
+
+class DownloadMode(enum.Enum):
+    """How ranks share a download (Determined's names).
+
+    Accepted for compatibility: each rank reads the checkpoint itself in both modes, since
+    multi-node trials are not supported yet and chunks are read from storage in parallel anyway.
+    """
+
+    LocalWorkersShareDownload = "LocalWorkersShareDownload"
+    NoSharedDownload = "NoSharedDownload"
+
+
+def _selected(manifest: dict[str, Any], selector: Selector | None) -> dict[str, Any]:
+    if selector is None:
+        return manifest
+    return {**manifest, "files": [entry for entry in manifest["files"] if selector(entry["path"])]}
 
 
 def _chunk_size(storage: Mapping[str, Any]) -> int:
@@ -173,7 +194,7 @@ class CheckpointContext:
             self._writer.wait()
 
     @contextlib.contextmanager
-    def store_path(self, metadata: Mapping[str, Any], *, shard: bool = False) -> Iterator[tuple[Path, str]]:
+    def store_path(self, metadata: Mapping[str, Any], shard: bool = False) -> Iterator[tuple[Path, str]]:
         """Yield ``(path, uuid)`` of an empty directory; store its files as a checkpoint when the block
         exits cleanly (an exception inside leaves no checkpoint).
 
@@ -198,20 +219,30 @@ class CheckpointContext:
             shutil.rmtree(staging, ignore_errors=True)
 
     def upload(
-        self, ckpt_dir: str | os.PathLike[str], metadata: Mapping[str, Any], *, shard: bool = False
+        self,
+        ckpt_dir: str | os.PathLike[str] | None,
+        metadata: Mapping[str, Any],
+        *,
+        shard: bool = False,
+        selector: Selector | None = None,
     ) -> str:
         """Store an existing directory as a new checkpoint; return its uuid.
+
+        ``selector`` picks the files to store by their path relative to ``ckpt_dir``; ``ckpt_dir``
+        None stores only the metadata (a sharded save's ranks with nothing of their own).
 
         Example::
 
             uuid = checkpoint.upload("out/", {"steps_completed": step})
+            uuid = checkpoint.upload("out/", {"steps_completed": step}, selector=lambda p: p.endswith(".pt"))
         """
         if not self._is_chief and not shard:
             raise CheckpointError("only the chief (rank 0) stores checkpoints, unless shard=True")
         steps = self._steps(metadata)
         writer = self._get_writer()
         uuid = writer.next_uuid(shard and self._world_size > 1)
-        writer.save_directory(ckpt_dir, steps_completed=steps, metadata=metadata, sharded=shard, uuid=uuid)
+        with _staged(ckpt_dir, selector) as source:
+            writer.save_directory(source, steps_completed=steps, metadata=metadata, sharded=shard, uuid=uuid)
         return uuid
 
     @staticmethod
@@ -384,8 +415,15 @@ class CheckpointContext:
         return str(parent) if parent else None
 
     @contextlib.contextmanager
-    def restore_path(self, storage_id: str) -> Iterator[Path]:
+    def restore_path(
+        self,
+        storage_id: str,
+        download_mode: DownloadMode = DownloadMode.LocalWorkersShareDownload,
+        selector: Selector | None = None,
+    ) -> Iterator[Path]:
         """Yield a temporary directory holding the checkpoint's files, each verified; removed after.
+
+        ``selector`` restores only the files it returns True for (paths relative to the root).
 
         Example::
 
@@ -394,25 +432,59 @@ class CheckpointContext:
         """
         from stalwart.checkpoint import restore_directory
 
+        DownloadMode(download_mode)
         backend, manifest = self._locate(storage_id)
         staging = Path(tempfile.mkdtemp(prefix=f"stalwart-restore-{manifest['uuid'][:8]}-"))
         try:
-            restore_directory(backend, manifest, staging)
+            restore_directory(backend, _selected(manifest, selector), staging)
             yield staging
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
-    def download(self, storage_id: str, ckpt_dir: str | os.PathLike[str]) -> None:
-        """Write a verified copy of the checkpoint's files into ``ckpt_dir``.
+    def download(
+        self,
+        storage_id: str,
+        ckpt_dir: str | os.PathLike[str],
+        download_mode: DownloadMode = DownloadMode.LocalWorkersShareDownload,
+        *,
+        selector: Selector | None = None,
+    ) -> None:
+        """Write a verified copy of the checkpoint's files (those ``selector`` picks) into ``ckpt_dir``.
 
         Example::
 
             checkpoint.download(uuid, "restored/")
+            checkpoint.download(uuid, "weights/", selector=lambda path: path.startswith("model"))
         """
         from stalwart.checkpoint import restore_directory
 
+        DownloadMode(download_mode)
         backend, manifest = self._locate(storage_id)
-        restore_directory(backend, manifest, Path(ckpt_dir))
+        restore_directory(backend, _selected(manifest, selector), Path(ckpt_dir))
+
+    def delete(self, storage_id: str) -> None:
+        """Delete a checkpoint. Off-cluster its manifest is removed (chunks no other checkpoint
+        uses are swept by ``stalwart checkpoint gc``); on a cluster the master is asked, and its
+        garbage collection deletes the files.
+
+        Example::
+
+            checkpoint.delete(uuid)
+        """
+        from stalwart.checkpoint import delete_manifests
+        from stalwart.checkpoint._manifest import check_uuid
+
+        uuid = check_uuid(storage_id)
+        if self._session is None:
+            self._locate(uuid)  # CheckpointNotFound for one that does not exist
+            delete_manifests(self._backend(), [uuid])
+            return
+        try:
+            self._session.request("DELETE", f"/checkpoints/{uuid}")
+        except MasterError as exc:
+            if exc.status == 404:
+                raise CheckpointNotFound(f"the master knows no checkpoint {uuid}") from exc
+            raise CheckpointError(f"cannot delete checkpoint {uuid}: {exc}") from exc
 
     def get_metadata(self, storage_id: str) -> dict[str, Any]:
         """The metadata a checkpoint was stored with (including ``steps_completed``).
@@ -443,3 +515,28 @@ class CheckpointContext:
             for backend in self._backends.values():
                 backend.close()
             self._backends.clear()
+
+
+@contextlib.contextmanager
+def _staged(ckpt_dir: str | os.PathLike[str] | None, selector: Selector | None) -> Iterator[Path]:
+    """The directory to store: ``ckpt_dir`` itself, or a temporary one linking the selected files."""
+    if ckpt_dir is not None and selector is None:
+        yield Path(ckpt_dir)
+        return
+    staging = Path(tempfile.mkdtemp(prefix="stalwart-upload-"))
+    try:
+        if ckpt_dir is not None:
+            root = Path(ckpt_dir)
+            for path in sorted(root.rglob("*")):
+                rel = path.relative_to(root).as_posix()
+                if path.is_dir() or not selector or not selector(rel):
+                    continue
+                target = staging / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.link(path, target)  # no copy: the writer only reads it
+                except OSError:
+                    shutil.copy2(path, target)
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import enum
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 from types import TracebackType
@@ -12,16 +14,24 @@ from typing import Any
 from stalwart._masking import mask_config
 from stalwart.core._checkpoint import CheckpointContext
 from stalwart.core._distributed import DistributedContext
-from stalwart.core._errors import CoreError
+from stalwart.core._errors import CoreError, InvalidHP, MasterError
 from stalwart.core._http import AllocationSession
 from stalwart.core._info import ClusterInfo, ClusterInfoError, read_cluster_info
 from stalwart.core._metrics import MetricsShipper
 from stalwart.core._preempt import PreemptContext, PreemptMode
 from stalwart.core._searcher import SearcherContext
-from stalwart.core._train import JsonLinesSink, TrainContext, http_sinks
+from stalwart.core._train import EarlyExitReason, JsonLinesSink, TrainContext, http_sinks
 
 logger = logging.getLogger("stalwart.core")
 DEFAULT_LOCAL_DIR = "stalwart-local"
+
+
+class TensorboardMode(enum.Enum):
+    """Accepted for Determined compatibility and ignored: there is no TensorBoard upload here;
+    metrics reported through ``core_context.train`` are what the web UI charts."""
+
+    AUTO = "AUTO"
+    MANUAL = "MANUAL"
 
 
 class _TrialLog(logging.LoggerAdapter[logging.Logger]):
@@ -78,6 +88,14 @@ class Context:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        invalid_hp = isinstance(exc, InvalidHP) and self._session is not None
+        if invalid_hp:
+            # Determined's contract: the report is the run's outcome, the process then exits 0.
+            try:
+                self.train.report_early_exit(EarlyExitReason.INVALID_HP)
+            except MasterError:
+                self._log.exception("could not report InvalidHP to the master; failing the run instead")
+                invalid_hp = False
         try:
             self.close()
         except CoreError:
@@ -85,6 +103,9 @@ class Context:
                 raise
             # The block already failed; report the delivery problem without hiding the first error.
             self._log.exception("while closing after %s", exc_type.__name__ if exc_type else "an error")
+        if invalid_hp:
+            self._log.info("InvalidHP raised (%s): trial ends early, exiting 0", exc)
+            sys.exit(0)
 
     def close(self) -> None:
         """Finish checkpoints in flight and flush metrics (raising a failure nobody has seen yet),
@@ -131,12 +152,14 @@ def init(
     distributed: DistributedContext | None = None,
     checkpoint_storage: str | os.PathLike[str] | dict[str, Any] | None = None,
     preempt_mode: PreemptMode = PreemptMode.WorkersAskChief,
+    tensorboard_mode: TensorboardMode = TensorboardMode.AUTO,
 ) -> Context:
     """Start the Core API for this process: on a cluster when the trial runner started it,
     otherwise off-cluster with a local directory standing in for the master.
 
     ``checkpoint_storage`` overrides where checkpoints go: a directory path, or a storage dict
     like the experiment config's. Off-cluster a path also holds the metrics file.
+    ``tensorboard_mode`` is accepted as Determined's and ignored (see ``TensorboardMode``).
 
     Example::
 
@@ -159,6 +182,8 @@ def init(
     else:
         ids = f"off-cluster rank {distributed.rank}"
     log = _TrialLog(logger, {"ids": ids})
+    if TensorboardMode(tensorboard_mode) is not TensorboardMode.AUTO:
+        log.debug("tensorboard_mode=%s is accepted and ignored", tensorboard_mode)
     on_close: list[Any] = []
     session: AllocationSession | None = None
     shipper: MetricsShipper | None = None
@@ -183,7 +208,9 @@ def init(
             on_close.append(sink.close)
             log.info("metrics go to %s, checkpoints to %s", sink.path, mask_config(storage))
 
-    train = TrainContext(shipper, log=log)
+    train = TrainContext(
+        shipper, log=log, session=session, trial_id=info.trial_id, run_id=info.run_id, is_chief=is_chief
+    )
     return Context(
         info=info,
         distributed=distributed,
@@ -210,6 +237,7 @@ def init(
             train=train,
             is_chief=is_chief,
             log=log,
+            config=info.experiment_config,
         ),
         preempt=PreemptContext(
             session=session, allocation_id=info.allocation_id, is_chief=is_chief, mode=preempt_mode, log=log

@@ -30,3 +30,20 @@ class CheckpointNotFound(CheckpointError):
 
 class CheckpointCorrupted(CheckpointError):
     """A checkpoint file is missing or its bytes differ from the manifest."""
+
+
+class InvalidHP(Exception):
+    """Raise it when this trial's hyperparameters cannot work (e.g. out of memory for this size).
+
+    Inside ``with stalwart.core.init()`` on a cluster, the harness reports an early exit with reason
+    ``INVALID_HP`` and the process exits 0: the trial ends early without counting as a failure and
+    the searcher may replace it. Off-cluster it propagates like any exception.
+
+    Example::
+
+        if hparams["hidden"] * hparams["layers"] > 4096:
+            raise stalwart.InvalidHP("model too large for one slot")
+    """
+
+    def __init__(self, msg: str = "the hyperparameters are invalid for this trial") -> None:
+        super().__init__(msg)

@@ -10,13 +10,44 @@ from typing import Any
 
 
 @dataclass(frozen=True)
-class ClusterInfo:
-    """The trial's identity and inputs; ``trial_id`` is None off-cluster.
+class TrialInfo:
+    """What ``info.trial`` holds, in Determined's names.
 
     Example::
 
-        info = stalwart.core.get_cluster_info()
-        lr = info.hparams["learning_rate"] if info else 0.01
+        info = stalwart.get_cluster_info()
+        hparams = info.trial.hparams if info else {"lr": 0.01}
+    """
+
+    trial_id: int
+    experiment_id: int
+    trial_seed: int
+    hparams: dict[str, Any]
+    #: The experiment's config as stored by the master (defaults filled in).
+    config: dict[str, Any]
+    trial_run_id: int
+
+    @property
+    def _config(self) -> dict[str, Any]:
+        # Determined kept the config "private"; some scripts read it anyway.
+        return self.config
+
+    @property
+    def _trial_run_id(self) -> int:
+        return self.trial_run_id
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    """The trial's identity and inputs; ``trial_id`` is None off-cluster.
+
+    Both shapes work: our flat names (``info.trial_id``, ``info.hparams``) and Determined's
+    (``info.trial.trial_id``, ``info.trial.hparams``, ``info.task_type``).
+
+    Example::
+
+        info = stalwart.get_cluster_info()
+        lr = info.trial.hparams["learning_rate"] if info else 0.01
     """
 
     allocation_id: str | None
@@ -37,6 +68,56 @@ class ClusterInfo:
     def on_cluster(self) -> bool:
         """True when the trial was started by the trial runner for a master."""
         return self.allocation_id is not None
+
+    @property
+    def task_type(self) -> str:
+        """``"TRIAL"``: trials are the only tasks that run user code on a cluster here."""
+        return "TRIAL"
+
+    @property
+    def trial(self) -> TrialInfo:
+        """Determined's ``info.trial``; raises ``RuntimeError`` when there is no trial (off-cluster)."""
+        if self.trial_id is None or self.experiment_id is None:
+            raise RuntimeError("info.trial is only available on a cluster (no STALWART_TRIAL_ID)")
+        return TrialInfo(
+            trial_id=self.trial_id,
+            experiment_id=self.experiment_id,
+            trial_seed=self.trial_seed,
+            hparams=self.hparams,
+            config=self.experiment_config or {},
+            trial_run_id=self.run_id or 0,
+        )
+
+    @property
+    def user_data(self) -> dict[str, Any]:
+        """The experiment config's ``data`` section (``{}`` when absent)."""
+        data = (self.experiment_config or {}).get("data")
+        return data if isinstance(data, dict) else {}
+
+    @property
+    def gpu_uuids(self) -> list[str]:
+        """The uuids of the slots assigned to this trial (Determined's name)."""
+        return list(self.slot_uuids)
+
+    @property
+    def slot_ids(self) -> list[int]:
+        """Indices of the assigned slots, as many as ``gpu_uuids``."""
+        return list(range(len(self.slot_uuids)))
+
+    @property
+    def cluster_id(self) -> str | None:
+        """Not tracked: one master is one cluster. Kept so Determined code that logs it runs."""
+        return None
+
+    @property
+    def agent_id(self) -> str | None:
+        """Not passed to trials yet; None."""
+        return None
+
+    @property
+    def container_rank(self) -> int:
+        """Multi-node launching is not supported yet, so every trial is container 0."""
+        return 0
 
 
 class ClusterInfoError(ValueError):

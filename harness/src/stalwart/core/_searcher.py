@@ -1,12 +1,16 @@
 """``core_context.searcher``: Determined's deprecated "train for this long" operations.
 
-Only experiments whose searcher sets ``max_length`` get an operation. Otherwise how long to
-train is the training code's decision (a hyperparameter, an epoch count), as Determined
-recommends since it deprecated ``max_length``.
+Experiments whose searcher sets ``max_length`` (or, for ``adaptive_asha``, ``max_time``) get one
+operation of that length, as in Determined 0.38. Otherwise how long to train is the training
+code's decision (a hyperparameter, an epoch count), as Determined recommends since it deprecated
+``max_length``. Off-cluster the length comes from ``$STALWART_EXPERIMENT_CONFIG`` when set; unlike
+Determined's stand-in (one operation of length 1) there is none otherwise, so nothing trains by
+accident on a laptop for an arbitrary length.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import time
 from collections.abc import Iterator
@@ -15,6 +19,28 @@ from typing import Any
 from stalwart.core._errors import MasterError
 from stalwart.core._http import AllocationSession
 from stalwart.core._train import TrainContext
+
+
+class SearcherMode(enum.Enum):
+    """Accepted for Determined compatibility: every rank gets the same single operation anyway."""
+
+    WorkersAskChief = "WORKERS_ASK_CHIEF"
+    ChiefOnly = "CHIEF_ONLY"
+
+
+def _length_from_config(config: dict[str, Any] | None) -> tuple[str, int] | None:
+    """``(unit, length)`` from a config's ``searcher.max_length`` or ``max_time``/``time_metric``."""
+    searcher = (config or {}).get("searcher") or {}
+    max_length = searcher.get("max_length")
+    if isinstance(max_length, dict) and len(max_length) == 1:
+        ((unit, length),) = max_length.items()
+        return str(unit), int(length)
+    if isinstance(max_length, int):
+        return "batches", max_length
+    max_time = searcher.get("max_time")
+    if isinstance(max_time, int | float) and not isinstance(max_time, bool):
+        return str(searcher.get("time_metric") or "batches"), int(max_time)
+    return None
 
 
 class SearcherOperation:
@@ -94,8 +120,10 @@ class SearcherContext:
         train: TrainContext,
         is_chief: bool,
         log: logging.Logger | logging.LoggerAdapter[logging.Logger],
+        config: dict[str, Any] | None = None,
     ) -> None:
         self._session = session
+        self._config = config
         self._allocation_id = allocation_id
         self._trial_id = trial_id
         self._run_id = run_id
@@ -105,23 +133,37 @@ class SearcherContext:
 
     def _max_length(self) -> tuple[str, int] | None:
         if self._session is None:
-            return None
+            return _length_from_config(self._config)
         info: Any = self._session.request("GET", f"/allocations/{self._allocation_id}/info").json()
         max_length = (info.get("searcher") or {}).get("max_length") if isinstance(info, dict) else None
-        if not isinstance(max_length, dict) or len(max_length) != 1:
-            return None
-        ((unit, length),) = max_length.items()
-        return str(unit), int(length)
+        if isinstance(max_length, dict) and len(max_length) == 1:
+            ((unit, length),) = max_length.items()
+            return str(unit), int(length)
+        # adaptive_asha without max_length: Determined 0.38's own tutorials moved it to max_time.
+        return _length_from_config(self._config) if self._config else None
 
-    def operations(self) -> Iterator[SearcherOperation]:
-        """Yield one operation when the searcher has ``max_length``, else nothing (and log why)."""
+    def get_configured_units(self) -> str | None:
+        """The unit of the operations' length (``"epochs"``, ``"batches"``, ...), None if none."""
+        found = _length_from_config(self._config)
+        return found[0] if found else None
+
+    def acknowledge_out_of_ops(self) -> None:
+        """Accepted for Determined compatibility; there is nothing to acknowledge."""
+
+    def operations(
+        self, searcher_mode: SearcherMode = SearcherMode.WorkersAskChief, auto_ack: bool = True
+    ) -> Iterator[SearcherOperation]:
+        """Yield one operation of the searcher's ``max_length`` (or ``max_time``), else nothing
+        (and log why); off-cluster only when ``$STALWART_EXPERIMENT_CONFIG`` gives a length.
+
+        ``searcher_mode`` and ``auto_ack`` are accepted as Determined's and change nothing here.
+        """
+        SearcherMode(searcher_mode)
         found = self._max_length()
         if found is None:
-            where = "off-cluster" if self._session is None else "the searcher has no max_length"
             self._log.info(
-                "searcher.operations() yields nothing: %s; decide the training length in your code "
-                "(e.g. a hyperparameter), as max_length is deprecated",
-                where,
+                "searcher.operations() yields nothing: the searcher has no max_length; decide the "
+                "training length in your code (e.g. a hyperparameter), as max_length is deprecated"
             )
             return
         unit, length = found

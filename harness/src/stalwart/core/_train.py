@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import enum
 import json
 import logging
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
+from stalwart.core._errors import MasterError
 from stalwart.core._http import AllocationSession
 from stalwart.core._metrics import (
     BatchSink,
@@ -21,6 +24,17 @@ from stalwart.core._metrics import (
 
 TRAINING = "training"
 VALIDATION = "validation"
+
+
+class EarlyExitReason(enum.Enum):
+    """Why a trial ends before its training is done (Determined's names; the name goes on the wire).
+
+    ``INVALID_HP`` ends the trial without counting as a failure; the searcher may replace it.
+    """
+
+    ERRORED = "ERRORED"
+    USER_REQUESTED_STOP = "USER_REQUESTED_STOP"
+    INVALID_HP = "INVALID_HP"
 
 
 class TrainContext:
@@ -40,9 +54,17 @@ class TrainContext:
         shipper: MetricsShipper | None,
         *,
         log: logging.Logger | logging.LoggerAdapter[logging.Logger],
+        session: AllocationSession | None = None,
+        trial_id: int | None = None,
+        run_id: int | None = None,
+        is_chief: bool = True,
     ) -> None:
         self._shipper = shipper
         self._log = log
+        self._session = session
+        self._trial_id = trial_id
+        self._run_id = run_id
+        self._is_chief = is_chief
 
     def report_training_metrics(self, steps_completed: int, metrics: Mapping[str, Any]) -> None:
         """Report training metrics after ``steps_completed`` batches (NaN and infinities allowed).
@@ -88,6 +110,37 @@ class TrainContext:
         value = check_progress(progress)
         if self._shipper is not None:
             self._shipper.set_progress(value)
+
+    def report_early_exit(self, reason: EarlyExitReason) -> None:
+        """Tell the master this run is ending early and why; then exit the process (chief only).
+
+        The master takes the report as the run's outcome whatever the exit code: ``INVALID_HP``
+        ends the trial without counting as a failure. Off-cluster it is only logged.
+
+        Example::
+
+            train.report_early_exit(stalwart.core.EarlyExitReason.INVALID_HP)
+            sys.exit(0)
+        """
+        reason = EarlyExitReason(reason)
+        if not self._is_chief:
+            return
+        if self._session is None:
+            self._log.info("early exit (%s) noted; off-cluster there is no master to tell", reason.name)
+            return
+        body = {"reason": reason.name, "run_id": self._run_id}
+        delay = 0.2
+        deadline = time.monotonic() + 60.0
+        while True:
+            try:
+                self._session.request("POST", f"/trials/{self._trial_id}/early_exit", body=body)
+                self._log.info("reported early exit to the master: %s", reason.name)
+                return
+            except MasterError as exc:
+                if not exc.retryable or time.monotonic() + delay > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def http_sinks(

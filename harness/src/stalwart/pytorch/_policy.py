@@ -43,10 +43,12 @@ class Epoch:
 Length = Batch | Epoch
 
 
-def to_length(raw: Any, *, name: str, batch_size: int | None = None) -> Length:
+def to_length(raw: Any, *, name: str, batch_size: int | None = None, records_per_epoch: int = 0) -> Length:
     """Read ``Batch``/``Epoch``, an int (batches) or a config period ``{batches|epochs|records: N}``.
 
-    Records become batches with ``batch_size`` (the data loader's, or ``global_batch_size``).
+    Records become batches with ``batch_size`` (the data loader's, or ``global_batch_size``). A
+    config's ``{epochs: N}`` is ``N * records_per_epoch`` records when the config sets
+    ``records_per_epoch`` (Determined's meaning); otherwise, like ``Epoch(N)``, N passes over the data.
     """
     if isinstance(raw, Batch | Epoch):
         return raw
@@ -59,6 +61,8 @@ def to_length(raw: Any, *, name: str, batch_size: int | None = None) -> Length:
         if unit == "batches":
             return Batch(value)
         if unit == "epochs":
+            if records_per_epoch > 0:
+                return to_length({"records": value * records_per_epoch}, name=name, batch_size=batch_size)
             return Epoch(value)
         if unit == "records":
             if not batch_size:
@@ -82,6 +86,10 @@ class Policy:
     checkpoint_policy: CheckpointPolicy
     searcher_metric: str
     smaller_is_better: bool
+    perform_initial_validation: bool = False
+    # Batches between reports and preemption checks; None: report every 100, check every batch.
+    scheduling_unit: int | None = None
+    records_per_epoch: int = 0
 
 
 # Off-cluster there is no config: validate every epoch so a local run shows progress, and keep the
@@ -104,12 +112,13 @@ def resolve_policy(
     """Arguments win over the experiment config, which wins over the defaults."""
     config = config or {}
     searcher: Mapping[str, Any] = config.get("searcher") or {}
+    records = _positive_int(config.get("records_per_epoch"), "records_per_epoch") or 0
 
     raw_validation = (
         validation_period if validation_period is not None else config.get("min_validation_period")
     )
     validation = (
-        to_length(raw_validation, name="validation period", batch_size=batch_size)
+        to_length(raw_validation, name="validation period", batch_size=batch_size, records_per_epoch=records)
         if raw_validation is not None
         else (Batch(0) if config else OFF_CLUSTER_VALIDATION)
     )
@@ -117,7 +126,7 @@ def resolve_policy(
         checkpoint_period if checkpoint_period is not None else config.get("min_checkpoint_period")
     )
     checkpoint = (
-        to_length(raw_checkpoint, name="checkpoint period", batch_size=batch_size)
+        to_length(raw_checkpoint, name="checkpoint period", batch_size=batch_size, records_per_epoch=records)
         if raw_checkpoint is not None
         else Batch(0)
     )
@@ -148,4 +157,15 @@ def resolve_policy(
         checkpoint_policy=policy,
         searcher_metric=str(metric),
         smaller_is_better=smaller,
+        perform_initial_validation=config.get("perform_initial_validation") is True,
+        scheduling_unit=_positive_int(config.get("scheduling_unit"), "scheduling_unit"),
+        records_per_epoch=records,
     )
+
+
+def _positive_int(value: Any, name: str) -> int | None:
+    if value is None or value == 0:
+        return None
+    if type(value) is not int or value < 0:
+        raise TrainerError(f"{name} must be an int >= 1, got {value!r}")
+    return value

@@ -108,7 +108,7 @@ class Trainer:
         checkpoint_policy: Literal["best", "all", "none"] | None = None,
         searcher_metric: str | None = None,
         smaller_is_better: bool | None = None,
-        report_period: int = 100,
+        report_period: int | None = None,
         seed: int | None = None,
         on_validation_end: ValidationHook | None = None,
         on_checkpoint: CheckpointHook | None = None,
@@ -117,7 +117,7 @@ class Trainer:
         allowed_globals: Iterable[str] = (),
         trusted: bool = False,
     ) -> None:
-        if report_period < 1:
+        if report_period is not None and report_period < 1:
             raise TrainerError(f"report_period must be >= 1 batch, got {report_period}")
         if lr_scheduler_step not in ("batch", "epoch"):
             raise TrainerError(f"lr_scheduler_step must be 'batch' or 'epoch', got {lr_scheduler_step!r}")
@@ -132,7 +132,6 @@ class Trainer:
         self.metrics_fn = metrics_fn
         self.lr_scheduler = lr_scheduler
         self.lr_scheduler_step = lr_scheduler_step
-        self.report_period = report_period
         self.seed = info.trial_seed if seed is None else seed
         self.on_validation_end = on_validation_end
         self.on_checkpoint = on_checkpoint
@@ -157,6 +156,8 @@ class Trainer:
             smaller_is_better=smaller_is_better,
             batch_size=self._batch_size,
         )
+        # Determined's scheduling_unit: batches between reports (and preemption checks).
+        self.report_period = report_period or self.policy.scheduling_unit or 100
         self._epoch_len = _len_or_none(train_data)
         self._generators = data_generators(train_data)
         ids = f"trial {info.trial_id} allocation {info.allocation_id}" if info.on_cluster else "off-cluster"
@@ -212,11 +213,17 @@ class Trainer:
                 return  # exit 0: the master resumes the trial from the checkpoint just taken
         """
         operation = self._searcher_operation(max_length)
+        records = self.policy.records_per_epoch
         if max_length is not None:
-            limit = to_length(max_length, name="max_length", batch_size=self._batch_size)
+            limit = to_length(
+                max_length, name="max_length", batch_size=self._batch_size, records_per_epoch=records
+            )
         elif operation is not None:
             limit = to_length(
-                {operation.unit: operation.length}, name="searcher.max_length", batch_size=self._batch_size
+                {operation.unit: operation.length},
+                name="searcher.max_length",
+                batch_size=self._batch_size,
+                records_per_epoch=records,
             )
         else:
             raise TrainerError("fit() needs max_length: the searcher has no max_length to train for")
@@ -224,6 +231,14 @@ class Trainer:
             raise TrainerError("the searcher expects a metric: pass val_data so the trainer can validate")
         self._restore()
         self._last_checkpoint_time = self._clock()
+        if (
+            self.policy.perform_initial_validation
+            and self.val_data is not None
+            and self._last_validation is None
+        ):
+            # A baseline before any training (Determined's perform_initial_validation); a resumed
+            # trial has validated already, so it is not repeated.
+            self._validate_and_maybe_checkpoint()
         total = self._total_batches(limit)
         if self._train(limit, total):
             self.core.checkpoint.wait()
@@ -370,7 +385,9 @@ class Trainer:
         minutes = policy.checkpoint_minutes
         if minutes is not None and self._clock() - self._last_checkpoint_time >= minutes * 60:
             self._save("time")
-        if self.core.preempt.should_preempt():
+        unit = policy.scheduling_unit
+        check = unit is None or epoch_ended or self._batches % unit == 0
+        if check and self.core.preempt.should_preempt():
             self._log.info("preempted after %d batches: checkpointing and stopping", self._batches)
             self._save("preemption")
             return True

@@ -1,25 +1,39 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request, status
 
 from stalwart_master.api import audit
 from stalwart_master.api.deps import CurrentUser, SessionDep, SettingsDep, UserCaller, wake_scheduler
+from stalwart_master.expconf.determined import ConfigWarning
 from stalwart_master.jobs import enqueue_experiment_deletion
 from stalwart_master.schemas.common import Page, Text, problem_responses
 from stalwart_master.schemas.experiments import (
+    ConfigWarningOut,
     ExperimentCreate,
+    ExperimentCreated,
     ExperimentDetail,
     ExperimentMove,
     ExperimentOut,
     ExperimentPatch,
     GCPolicyPatch,
 )
+from stalwart_master.schemas.search import SearchPreviewIn
+from stalwart_master.schemas.steering import ResourcesPatch
+from stalwart_master.schemas.versions import (
+    ExperimentContinue,
+    ExperimentContinued,
+    ExperimentFork,
+    ExperimentVersion,
+)
+from stalwart_master.searcher.preview import preview_search
 from stalwart_master.services import authz
 from stalwart_master.services import checkpoints as checkpoints_service
 from stalwart_master.services import experiments as experiments_service
+from stalwart_master.services import steering as steering_service
+from stalwart_master.services import versions as versions_service
 from stalwart_master.services.experiments import ExperimentFilter, OrderBy
 from stalwart_master.services.states import ExperimentState
 
@@ -35,13 +49,14 @@ ExperimentId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 @router.post(
     "",
-    response_model=ExperimentDetail,
+    response_model=ExperimentCreated,
     status_code=status.HTTP_201_CREATED,
     responses=problem_responses(400, 413, 422),
 )
 def create_experiment(
     body: ExperimentCreate, caller: UserCaller, session: SessionDep, settings: SettingsDep, request: Request
-) -> ExperimentDetail:
+) -> ExperimentCreated:
+    warnings: list[ConfigWarning] = []
     experiment = experiments_service.create_experiment(
         session,
         caller.user,
@@ -53,11 +68,14 @@ def create_experiment(
         max_config_bytes=settings.limits.max_config_bytes,
         max_trials=settings.limits.max_trials,
         project_id=body.project_id,
+        warnings=warnings,
     )
     audit.record(session, caller, "experiment.create", "experiment", experiment.id)
     session.commit()
     wake_scheduler(request)
-    return ExperimentDetail.model_validate(experiment)
+    created = ExperimentCreated.model_validate(experiment)
+    created.warnings = [ConfigWarningOut(field=w.field, message=w.message) for w in warnings]
+    return created
 
 
 @router.get("", response_model=Page[ExperimentOut], responses=problem_responses(422))
@@ -115,6 +133,94 @@ def move_experiment(
     return ExperimentDetail.model_validate(experiment)
 
 
+@router.post(
+    "/{experiment_id}/fork",
+    response_model=ExperimentCreated,
+    status_code=status.HTTP_201_CREATED,
+    responses=problem_responses(400, 403, 413, 422),
+)
+def fork_experiment(
+    experiment_id: ExperimentId,
+    body: ExperimentFork,
+    caller: UserCaller,
+    session: SessionDep,
+    settings: SettingsDep,
+    request: Request,
+) -> ExperimentCreated:
+    """A new experiment with this one as parent: its config as submitted with ``config_overrides``
+    merged over it, the same context, in the same project (Determined's fork)."""
+    warnings: list[ConfigWarning] = []
+    experiment = versions_service.fork_experiment(
+        session,
+        caller.user,
+        experiment_id,
+        body.config_overrides,
+        paused=body.paused,
+        defaults=settings.effective_experiment_defaults(),
+        max_config_bytes=settings.limits.max_config_bytes,
+        max_trials=settings.limits.max_trials,
+        warnings=warnings,
+    )
+    audit.record(
+        session, caller, "experiment.fork", "experiment", experiment.id, {"parent_id": experiment_id}
+    )
+    session.commit()
+    wake_scheduler(request)
+    forked = ExperimentCreated.model_validate(experiment)
+    forked.warnings = [ConfigWarningOut(field=w.field, message=w.message) for w in warnings]
+    return forked
+
+
+@router.post(
+    "/{experiment_id}/continue",
+    response_model=ExperimentContinued,
+    responses=problem_responses(403, 409, 413, 422),
+)
+def continue_experiment(
+    experiment_id: ExperimentId,
+    body: ExperimentContinue,
+    caller: UserCaller,
+    session: SessionDep,
+    settings: SettingsDep,
+    request: Request,
+) -> ExperimentContinued:
+    """A terminal experiment runs again: its ERROR and CANCELED trials (or its single trial) resume
+    from their latest checkpoints as new runs (Determined's ``det e continue``)."""
+    experiment, resumed = versions_service.continue_experiment(
+        session,
+        caller.user,
+        experiment_id,
+        body.config_overrides,
+        max_config_bytes=settings.limits.max_config_bytes,
+    )
+    answer = ExperimentContinued(
+        **ExperimentDetail.model_validate(experiment).model_dump(), resumed_trial_ids=[t.id for t in resumed]
+    )
+    audit.record(
+        session,
+        caller,
+        "experiment.continue",
+        "experiment",
+        experiment_id,
+        {"config_overrides": sorted(body.config_overrides), "trial_ids": answer.resumed_trial_ids},
+    )
+    session.commit()
+    wake_scheduler(request)
+    return answer
+
+
+@router.get("/{experiment_id}/versions", response_model=list[ExperimentVersion])
+def experiment_versions(
+    experiment_id: ExperimentId, user: CurrentUser, session: SessionDep
+) -> list[ExperimentVersion]:
+    """The fork tree this experiment belongs to: its root ancestor and every descendant, by id.
+    Experiments the caller cannot see are left out."""
+    return [
+        ExperimentVersion.model_validate(e)
+        for e in versions_service.version_tree(session, user, experiment_id)
+    ]
+
+
 @router.patch("/{experiment_id}", response_model=ExperimentDetail, responses=problem_responses(403, 409, 422))
 def patch_experiment(
     experiment_id: ExperimentId, body: ExperimentPatch, user: CurrentUser, session: SessionDep
@@ -145,6 +251,34 @@ def set_gc_policy(
     answer = ExperimentDetail.model_validate(experiment)
     audit.record(session, caller, "experiment.gc_policy", "experiment", experiment_id, body.model_dump())
     session.commit()
+    return answer
+
+
+@router.patch(
+    "/{experiment_id}/resources", response_model=ExperimentDetail, responses=problem_responses(403, 409, 422)
+)
+def set_resources(
+    experiment_id: ExperimentId,
+    body: ResourcesPatch,
+    caller: UserCaller,
+    session: SessionDep,
+    request: Request,
+) -> ExperimentDetail:
+    """Determined's ``set priority|weight|max-slots``: stored in ``resources``; the scheduler's next
+    pass uses the priority (queued and running runs too) and max_slots."""
+    experiment = steering_service.set_resources(
+        session,
+        caller.user,
+        experiment_id,
+        priority=body.priority,
+        weight=body.weight,
+        max_slots=body.max_slots,
+    )
+    answer = ExperimentDetail.model_validate(experiment)
+    changes = body.model_dump(exclude_none=True)
+    audit.record(session, caller, "experiment.resources", "experiment", experiment_id, changes)
+    session.commit()
+    wake_scheduler(request)
     return answer
 
 
@@ -189,3 +323,18 @@ def delete_experiment(
     session.commit()
     enqueue_experiment_deletion(experiment_id)
     return answer
+
+
+@router.post("/preview", responses=problem_responses(400, 413, 422))
+def preview_experiment_search(
+    body: SearchPreviewIn, caller: UserCaller, settings: SettingsDep
+) -> dict[str, Any]:
+    """Determined's ``preview-search``: the trials the config's searcher would create and how far
+    each trains, from the validated config (422 with field paths); nothing is created."""
+    return preview_search(
+        body.config,
+        defaults=settings.effective_experiment_defaults(),
+        max_config_bytes=settings.limits.max_config_bytes,
+        max_trials=settings.limits.max_trials,
+        limit=body.limit,
+    )

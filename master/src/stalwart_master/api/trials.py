@@ -7,7 +7,7 @@ import datetime as dt
 import json
 import uuid
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import Response, StreamingResponse
@@ -17,12 +17,23 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from stalwart_master.api import audit
-from stalwart_master.api.deps import Credential, CurrentUser, SessionDep, UserCaller, UserOrAllocation
+from stalwart_master.api.deps import (
+    AllocationDep,
+    Credential,
+    CurrentUser,
+    SessionDep,
+    UserCaller,
+    UserOrAllocation,
+    wake_scheduler,
+)
 from stalwart_master.db.orm import Checkpoint
+from stalwart_master.errors import FieldError, Invalid
 from stalwart_master.schemas.allocations import CheckpointOut, checkpoint_out
 from stalwart_master.schemas.common import problem_responses
+from stalwart_master.services import allocations as allocations_service
 from stalwart_master.services import authz
 from stalwart_master.services import checkpoints as checkpoints_service
+from stalwart_master.services import steering as steering_service
 from stalwart_master.services import trials as trials_service
 
 router = APIRouter(prefix="/api/v1", tags=["trials"], responses=problem_responses(401, 404))
@@ -60,6 +71,17 @@ def list_trials(experiment_id: ExperimentId, user: CurrentUser, session: Session
 @router.get("/trials/{trial_id}", response_model=TrialOut)
 def get_trial(trial_id: TrialId, user: CurrentUser, session: SessionDep) -> TrialOut:
     return TrialOut.model_validate(authz.trial_for(session, user, trial_id))
+
+
+@router.post("/trials/{trial_id}/kill", response_model=TrialOut, responses=problem_responses(403, 409))
+def kill_trial(trial_id: TrialId, caller: UserCaller, session: SessionDep, request: Request) -> TrialOut:
+    """Determined's ``det trial kill``: only this trial stops (CANCELED); its experiment goes on."""
+    trial = steering_service.kill_trial(session, caller.user, trial_id)
+    answer = TrialOut.model_validate(trial)
+    audit.record(session, caller, "trial.kill", "trial", trial_id)
+    session.commit()
+    wake_scheduler(request)
+    return answer
 
 
 @router.get("/trials/{trial_id}/metrics")
@@ -175,17 +197,33 @@ async def trial_logs(
     session: SessionDep,
     follow: bool = False,
     tail: Annotated[int | None, Query(ge=1, le=100_000)] = None,
+    head: Annotated[int | None, Query(ge=1, le=100_000, description="Only the first N lines.")] = None,
+    rank_id: Annotated[list[Annotated[int, Field(ge=0, le=2**31 - 1)]], Query(max_length=64)] = [],  # noqa: B006
+    stdtype: Annotated[list[Literal["stdout", "stderr"]], Query(max_length=2)] = [],  # noqa: B006
+    level: Annotated[
+        Literal["TRACE", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] | None,
+        Query(description="Only lines of this level or above; a line without `LEVEL:` counts as INFO."),
+    ] = None,
 ) -> StreamingResponse:
-    """Newline-delimited JSON, in order; with follow the stream ends when no run is going or coming."""
+    """Newline-delimited JSON, in order; with follow the stream ends when no run is going or coming.
+
+    ``head`` and ``tail`` count lines that pass the filters; ``head`` ends the stream (no follow).
+    """
+    if head is not None and tail is not None:
+        raise Invalid([FieldError("head", "give head or tail, not both")])
     await run_in_threadpool(authz.trial_for, session, user, trial_id)
-    start = await run_in_threadpool(trials_service.tail_start, session, trial_id, tail) if tail else 0
+    flt = trials_service.LogFilter(ranks=tuple(rank_id), streams=tuple(stdtype), min_level=level)
+    start = await run_in_threadpool(trials_service.tail_start, session, trial_id, tail, flt) if tail else 0
     sessions: sessionmaker[Session] = request.app.state.sessions
+    left = head
 
     def batch(after: int) -> tuple[list[dict[str, Any]], bool]:
         with sessions() as s:
             # State before lines: a run that ended shipped its lines first, so none are missed.
             running = trials_service.has_run_ahead(s, trial_id)
-            lines = trials_service.read_logs(s, trial_id, after_id=after)
+            lines = trials_service.read_logs(
+                s, trial_id, after_id=after, limit=min(left or 1000, 1000), flt=flt
+            )
             return [
                 {
                     "id": line.id,
@@ -198,12 +236,17 @@ async def trial_logs(
             ], running
 
     async def lines() -> AsyncIterator[bytes]:
+        nonlocal left
         after = start
         while True:
             rows, running = await run_in_threadpool(batch, after)
             for row in rows:
                 after = row["id"]
                 yield (json.dumps(row) + "\n").encode()
+            if left is not None:
+                left -= len(rows)
+                if left <= 0:
+                    return
             if rows:
                 continue
             if not follow or not running or await request.is_disconnected():
@@ -211,3 +254,23 @@ async def trial_logs(
             await asyncio.sleep(0.25)
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+
+class EarlyExitIn(BaseModel):
+    """Determined's ``ReportTrialSearcherEarlyExit``: why the trial's code ends it early."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Literal["INVALID_HP", "ERRORED", "USER_REQUESTED_STOP"]
+    run_id: int = Field(ge=1, le=2**31 - 1)
+
+
+@router.post("/trials/{trial_id}/early_exit", status_code=204, responses=problem_responses(403, 422))
+def report_early_exit(
+    trial_id: TrialId, body: EarlyExitIn, allocation: AllocationDep, session: SessionDep
+) -> Response:
+    """The run's trial ends when the run does: INVALID_HP and USER_REQUESTED_STOP as COMPLETED (an
+    invalid trial is replaced by the searcher), ERRORED as ERROR; none of them is retried."""
+    allocations_service.record_early_exit(session, allocation, trial_id, body.run_id, body.reason)
+    session.commit()
+    return Response(status_code=204)

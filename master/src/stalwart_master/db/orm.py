@@ -331,6 +331,9 @@ class Allocation(Base):
     ended_at: Mapped[dt.datetime | None]
     # The checkpoint this run was told to start from (NULL: from scratch), set when the run starts.
     restored_checkpoint: Mapped[UUID | None] = mapped_column(Uuid)
+    # What the trial's code reported before it ended (an EarlyExit value: INVALID_HP, ERRORED,
+    # USER_REQUESTED_STOP); when the run ends its trial ends too, never retried.
+    early_exit: Mapped[str | None] = mapped_column(String(32))
 
 
 class AllocationSlot(Base):

@@ -8,6 +8,8 @@ may well be called ``random``).
 
 from __future__ import annotations
 
+import difflib
+import functools
 import re
 from typing import Any
 
@@ -15,7 +17,7 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from stalwart_master.errors import FieldError
-from stalwart_master.expconf.common import ERROR_TYPE
+from stalwart_master.expconf.common import ERROR_TYPE, Section
 
 _QUOTED = re.compile(r"'([^']*)'")
 
@@ -105,6 +107,28 @@ def clean_location(loc: tuple[str | int, ...]) -> tuple[list[str | int], str | N
     return path, None
 
 
+@functools.cache
+def _known_names() -> tuple[str, ...]:
+    """Every field name of every config section (ours and the Determined ones we ignore)."""
+    from stalwart_master.expconf.determined import ignored_names  # imports this module
+
+    names: set[str] = set(ignored_names())
+    pending: list[type[Section]] = [Section]
+    while pending:
+        model = pending.pop()
+        names.update(model.model_fields)
+        pending.extend(model.__subclasses__())
+    return tuple(sorted(names))
+
+
+def _did_you_mean(key: Any) -> str:
+    # A typo is the usual reason for an unknown field; the closest known name is a cheap hint.
+    if not isinstance(key, str):
+        return ""
+    close = difflib.get_close_matches(key, _known_names(), n=1, cutoff=0.75)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def _quoted_list(text: str) -> str:
     return ", ".join(_QUOTED.findall(text)) or text
 
@@ -118,7 +142,7 @@ def _message(err: ErrorDetails, member: str | None) -> str:
     if kind in ("missing", "union_tag_not_found"):
         return "required" + suffix
     if kind == "extra_forbidden":
-        return "unknown field" + suffix
+        return "unknown field" + suffix + (_did_you_mean(err["loc"][-1]) if err["loc"] else "")
     if kind == "union_tag_invalid":
         return "must be one of " + _quoted_list(str(ctx.get("expected_tags", "")))
     if kind == "literal_error":

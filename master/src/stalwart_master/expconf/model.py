@@ -126,7 +126,7 @@ def _period_from_int(value: Any) -> Any:
 
 # --- searcher ---------------------------------------------------------------------------------------
 
-SEARCHER_NAMES = ("single", "grid", "random", "adaptive_asha")
+SEARCHER_NAMES = ("single", "grid", "random", "adaptive_asha", "async_halving", "bayesian")
 
 
 class _SearcherBase(Section):
@@ -156,7 +156,7 @@ class _SearcherBase(Section):
 
 
 class SingleSearcher(_SearcherBase):
-    """One trial with the (all constant) hyperparameters."""
+    """One trial; hyperparameter ranges are sampled once, seeded by the experiment seed."""
 
     name: Literal["single"]
 
@@ -186,10 +186,49 @@ class AdaptiveASHASearcher(_SearcherBase):
     # Bounded: each rung is kept in the searcher's state, and past ~30 rungs the first is tiny.
     max_rungs: int = Field(default=5, ge=1, le=64)
     bracket_rungs: list[Annotated[int, Field(ge=1, le=64)]] = Field(default_factory=list, max_length=64)
+    stop_once: bool = Field(default=True, description="Decisions are never revisited; false acts as true.")
+
+
+class AsyncHalvingSearcher(_SearcherBase):
+    """One bracket of asynchronous successive halving with ``num_rungs`` rungs (Determined's)."""
+
+    name: Literal["async_halving"]
+    num_rungs: int = Field(ge=1, le=64)
+    max_trials: int = Field(ge=1, le=INT32_MAX)
+    time_metric: NonBlank = Field(description="Metric that measures how far a trial has trained.")
+    max_time: int = Field(ge=1, le=INT64_MAX, description="Value of time_metric at which a trial is done.")
+    divisor: float = Field(default=4.0, gt=1, le=MAX_DIVISOR)
+    stop_once: bool = Field(default=True, description="Decisions are never revisited; false acts as true.")
+
+
+class BayesianPruning(Section):
+    """Stop weak trials early by the ASHA rung rule (one bracket of ``max_rungs`` rungs at most)."""
+
+    time_metric: NonBlank = Field(description="Metric that measures how far a trial has trained.")
+    max_time: int = Field(ge=1, le=INT64_MAX, description="Value of time_metric at which a trial is done.")
+    divisor: float = Field(default=4.0, gt=1, le=MAX_DIVISOR)
+    max_rungs: int = Field(default=5, ge=1, le=64)
+
+
+class BayesianSearcher(_SearcherBase):
+    """Tree-structured Parzen estimator (Optuna's TPE): each new trial is chosen from the results so far."""
+
+    name: Literal["bayesian"]
+    max_trials: int = Field(ge=1, le=INT32_MAX)
+    startup_trials: int = Field(
+        default=10, ge=0, le=INT32_MAX, description="Trials sampled at random before TPE takes over."
+    )
+    pruning: BayesianPruning | None = None
 
 
 Searcher = Annotated[
-    SingleSearcher | GridSearcher | RandomSearcher | AdaptiveASHASearcher, Field(discriminator="name")
+    SingleSearcher
+    | GridSearcher
+    | RandomSearcher
+    | AdaptiveASHASearcher
+    | AsyncHalvingSearcher
+    | BayesianSearcher,
+    Field(discriminator="name"),
 ]
 
 
@@ -516,6 +555,18 @@ class ExperimentConfig(Section):
         default=0, ge=0, le=INT64_MAX, description="Needed to express periods in epochs."
     )
     data: dict[str, Any] = Field(default_factory=dict, description="Free-form data for the training code.")
+    perform_initial_validation: bool = Field(
+        default=False, description="The Trainer validates once before training (a baseline)."
+    )
+    scheduling_unit: int | None = Field(
+        default=None,
+        ge=1,
+        le=INT32_MAX,
+        description="Batches between the Trainer's reports and preemption checks; unset: report every "
+        "100 batches and check for preemption after every batch.",
+    )
+    workspace: NonBlank | None = Field(default=None, description="With project: where the experiment goes.")
+    project: NonBlank | None = Field(default=None, description="A project of workspace, by name.")
 
     @model_validator(mode="wrap")
     @classmethod
@@ -567,12 +618,16 @@ def cross_section_errors(raw: dict[str, Any]) -> list[tuple[Loc, str, Any]]:
         if no_epochs and isinstance(period, dict) and period.get("epochs") is not None:
             errors.append(((*loc, "epochs"), "needs records_per_epoch greater than 0", period["epochs"]))
 
+    # Determined: both or neither (neither is the Uncategorized project).
+    for have, need in (("workspace", "project"), ("project", "workspace")):
+        if raw.get(have) is not None and raw.get(need) is None:
+            errors.append(((need,), f"required when {have} is set", None))
+
     name = searcher.get("name") if isinstance(searcher, dict) else None
-    if name in ("grid", "single"):
+    # The single searcher samples ranges once (seeded by the experiment seed), as Determined does.
+    if name == "grid":
         for loc, spec in iter_specs(raw.get("hyperparameters"), ("hyperparameters",)):
             kind = spec.get("type")
-            if name == "grid" and kind in NUMERIC_TYPES and spec.get("count") is None:
+            if kind in NUMERIC_TYPES and spec.get("count") is None:
                 errors.append(((*loc, kind, "count"), "required for grid search", None))
-            if name == "single" and kind in ("int", "double", "log", "categorical"):
-                errors.append((loc, "must be constant for the single searcher", spec))
     return errors

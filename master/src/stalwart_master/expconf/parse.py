@@ -6,13 +6,14 @@ import copy
 import functools
 import math
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
 
 from stalwart_master.errors import BadRequest, FieldError, Invalid, PayloadTooLarge
 from stalwart_master.expconf.common import INT64_MAX, INT64_MIN
+from stalwart_master.expconf.determined import ConfigWarning, accept_determined_fields
 from stalwart_master.expconf.loader import load_yaml
 from stalwart_master.expconf.messages import field_errors_from
 from stalwart_master.expconf.model import MAX_SEED, ExperimentConfig
@@ -27,11 +28,13 @@ _KIND_KEYS = {"checkpoint_storage": "type", "searcher": "name"}
 
 @dataclass(frozen=True)
 class ParsedConfig:
-    """A config that passed validation: the model, its stored form and the text it came from."""
+    """A config that passed validation: the model, its stored form, the text it came from and
+    the Determined fields it holds that are accepted but ignored (one warning each)."""
 
     config: ExperimentConfig
     data: dict[str, Any]
     original: str
+    warnings: tuple[ConfigWarning, ...] = field(default=())
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -106,13 +109,13 @@ def _unstorable(value: Any, path: tuple[str, ...] = ()) -> list[FieldError]:
     return [FieldError(here, problem)] if problem is not None else []
 
 
-def _validate(config: dict[str, Any]) -> ExperimentConfig:
-    errors: list[FieldError] = []
+def _validate(config: dict[str, Any], earlier: list[FieldError] | None = None) -> ExperimentConfig:
+    errors: list[FieldError] = list(earlier or [])
     model: ExperimentConfig | None = None
     try:
         model = ExperimentConfig.model_validate(config)
     except ValidationError as exc:
-        errors = field_errors_from(exc)
+        errors += field_errors_from(exc)
     # Typed fields already reject most of these with their own bounds; this catches the free-form
     # ones (data, constants, vals) and whatever a typed field's rule lets through.
     reported = {e.path for e in errors}
@@ -146,10 +149,15 @@ def parse_experiment_config(
             f"the config must be a mapping of fields, not a {type(loaded).__name__}",
             title="Invalid experiment config",
         )
-    merged = merge_defaults(defaults or {}, loaded)
-    _fill_seed(merged)
-    model = _validate(merged)
-    return ParsedConfig(config=model, data=model.model_dump(mode="json"), original=yaml_text)
+    accepted = accept_determined_fields(merge_defaults(defaults or {}, loaded))
+    _fill_seed(accepted.config)
+    model = _validate(accepted.config, accepted.errors)
+    return ParsedConfig(
+        config=model,
+        data=model.model_dump(mode="json"),
+        original=yaml_text,
+        warnings=tuple(accepted.warnings),
+    )
 
 
 @functools.cache

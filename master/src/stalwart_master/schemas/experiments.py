@@ -101,3 +101,16 @@ class ExperimentDetail(ExperimentOut):
     @classmethod
     def _mask_secrets_in_text(cls, text: str) -> str:
         return mask_yaml_text(text)
+
+
+class ConfigWarningOut(BaseModel):
+    """A config field that was accepted but is not acted on (a Determined field Stalwart ignores)."""
+
+    field: str = Field(description="Dotted path into the config, e.g. environment.force_pull_image")
+    message: str = Field(description="Why it is ignored")
+
+
+class ExperimentCreated(ExperimentDetail):
+    warnings: list[ConfigWarningOut] = Field(
+        default_factory=list, description="One per config field that was accepted but is ignored."
+    )

@@ -22,6 +22,7 @@ from typing import Any, Self
 
 from stalwart_master.expconf import ExperimentConfig
 from stalwart_master.expconf.model import AdaptiveASHASearcher as ASHAConfig
+from stalwart_master.expconf.model import AsyncHalvingSearcher as HalvingConfig
 from stalwart_master.searcher.base import Create, Op, Searcher, Stop, derive_seed
 from stalwart_master.searcher.space import random_point
 
@@ -101,20 +102,24 @@ class AdaptiveASHASearcher(Searcher):
     name = "adaptive_asha"
 
     def __init__(self, config: ExperimentConfig) -> None:
-        assert isinstance(config.searcher, ASHAConfig)
-        cfg = config.searcher
-        self._cfg = cfg
-        rungs = bracket_rungs(cfg)
-        trials = split_trials(rungs, cfg.divisor, cfg.max_trials)
-        concurrency = split_concurrency(len(rungs), cfg.max_concurrent_trials)
-        self.brackets = [
-            Bracket(r, n, c) for r, n, c in zip(rungs, trials, concurrency, strict=True) if n > 0
-        ]
+        self.brackets, self._max_time, self._divisor = self._plan(config)
+        self._smaller_is_better = config.searcher.smaller_is_better
         self._bracket_of: dict[str, int] = {}
         # Per bracket, per rung: request id -> the searcher metric it had when it got there.
         self._recorded: list[list[dict[str, float]]] = [[{} for _ in range(b.rungs)] for b in self.brackets]
         self._stopped: set[str] = set()
         super().__init__(config)
+
+    @classmethod
+    def _plan(cls, config: ExperimentConfig) -> tuple[list[Bracket], float, float]:
+        """The brackets, ``max_time`` and ``divisor``; subclasses plan their single bracket."""
+        cfg = config.searcher
+        assert isinstance(cfg, ASHAConfig)
+        rungs = bracket_rungs(cfg)
+        trials = split_trials(rungs, cfg.divisor, cfg.max_trials)
+        concurrency = split_concurrency(len(rungs), cfg.max_concurrent_trials)
+        brackets = [Bracket(r, n, c) for r, n, c in zip(rungs, trials, concurrency, strict=True) if n > 0]
+        return brackets, cfg.max_time, cfg.divisor
 
     def _count_trials(self) -> int:
         return sum(b.max_trials for b in self.brackets)
@@ -127,7 +132,11 @@ class AdaptiveASHASearcher(Searcher):
     def rung_times(self, bracket: int) -> list[float]:
         """The ``time_metric`` value at which each rung of ``bracket`` is reached."""
         rungs = self.brackets[bracket].rungs
-        return [self._cfg.max_time / self._cfg.divisor ** (rungs - 1 - i) for i in range(rungs)]
+        return [self._max_time / self._divisor ** (rungs - 1 - i) for i in range(rungs)]
+
+    @property
+    def divisor(self) -> float:
+        return self._divisor
 
     def bracket_of(self, request_id: str) -> int:
         return self._bracket_of[request_id]
@@ -145,7 +154,7 @@ class AdaptiveASHASearcher(Searcher):
         if time is None or trial.closed or request_id in self._stopped:
             return []
         bracket = self._bracket_of[request_id]
-        score = _score(metric, self._cfg.smaller_is_better)
+        score = _score(metric, self._smaller_is_better)
         for rung, needed in enumerate(self.rung_times(bracket)):
             recorded = self._recorded[bracket][rung]
             if time < needed or request_id in recorded:
@@ -158,7 +167,7 @@ class AdaptiveASHASearcher(Searcher):
         return []
 
     def _promoted(self, recorded: dict[str, float], request_id: str) -> bool:
-        keep = max(1, int(len(recorded) // self._cfg.divisor))
+        keep = max(1, int(len(recorded) // self._divisor))
         mine = recorded[request_id]
         better = sum(1 for other, score in recorded.items() if other != request_id and score < mine)
         return better < keep
@@ -173,7 +182,9 @@ class AdaptiveASHASearcher(Searcher):
         for index, bracket in enumerate(self.brackets):
             mine = [t for t in self._trials if self._bracket_of[t.request_id] == index]
             running = sum(1 for t in mine if not t.closed)
-            room = bracket.max_trials - len(mine)
+            # A trial replaced after invalid hyperparameters is replaced in its own bracket.
+            extra = sum(1 for t in mine if self.replaced(t.request_id))
+            room = bracket.max_trials + extra - len(mine)
             if bracket.max_concurrent:
                 room = min(room, bracket.max_concurrent - running)
             for _ in range(max(room, 0)):
@@ -217,3 +228,15 @@ class AdaptiveASHASearcher(Searcher):
             raise ValueError("searcher state stops an unknown trial")
         self._stopped = set(stopped)
         return self
+
+
+class AsyncHalvingSearcher(AdaptiveASHASearcher):
+    """``async_halving``: Determined's one bracket of ``num_rungs`` rungs, all trials in it."""
+
+    name = "async_halving"
+
+    @classmethod
+    def _plan(cls, config: ExperimentConfig) -> tuple[list[Bracket], float, float]:
+        cfg = config.searcher
+        assert isinstance(cfg, HalvingConfig)
+        return [Bracket(cfg.num_rungs, cfg.max_trials, cfg.max_concurrent_trials)], cfg.max_time, cfg.divisor

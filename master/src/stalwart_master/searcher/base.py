@@ -1,9 +1,9 @@
 """The searcher protocol: a fixed budget of trials, created in order under a concurrency cap.
 
-Every searcher we run today decides a trial's hyperparameters from its ordinal (0, 1, 2, ...) and the
-experiment seed alone, so the persisted state only needs to say which trials exist and which have
-closed (adaptive_asha adds its brackets and rungs). That keeps ``state()`` small, JSON-only and
-exact across a master restart.
+Most searchers decide a trial's hyperparameters from its ordinal (0, 1, 2, ...) and the experiment
+seed alone, so the persisted state only needs to say which trials exist, which have closed and which
+were replaced after an invalid-hyperparameters exit (adaptive_asha adds its brackets and rungs,
+bayesian its observations). That keeps ``state()`` small, JSON-only and exact across a restart.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import hashlib
 import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, ClassVar, Self
 
 from stalwart_master.errors import FieldError, Invalid
@@ -46,6 +47,14 @@ class Shutdown:
 Op = Create | Stop | Shutdown
 
 
+class EarlyExit(StrEnum):
+    """Why a trial's code said it ends before its training is done (Determined's names)."""
+
+    INVALID_HP = "INVALID_HP"  # the hyperparameters cannot train: not a failure, replaced
+    ERRORED = "ERRORED"  # the code failed and says retrying is pointless
+    USER_REQUESTED_STOP = "USER_REQUESTED_STOP"  # the code decided it is done
+
+
 def derive_seed(experiment_seed: int, purpose: str, ordinal: int) -> int:
     """A 64-bit number fixed by (seed, purpose, ordinal), the same on every machine and Python.
 
@@ -75,6 +84,9 @@ class Searcher(ABC):
     """
 
     name: ClassVar[str]
+    # Whether a trial that exits with invalid hyperparameters gets a replacement (grid: no, a grid
+    # point is fixed and sampling it again gives the same point).
+    replaces_invalid: ClassVar[bool] = True
     _registry: ClassVar[dict[str, type[Searcher]]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -89,7 +101,10 @@ class Searcher(ABC):
         # parse_experiment_config always fills the seed; 0 only covers configs built by hand.
         self.experiment_seed = config.reproducibility.experiment_seed or 0
         self.max_concurrent_trials = config.searcher.max_concurrent_trials
-        self.total_trials = self._count_trials()
+        self.budget = self._count_trials()
+        # Trials that exited with invalid hyperparameters and were replaced, in order; at most
+        # ``budget`` of them, so a space where every point is invalid still ends.
+        self._replaced: list[str] = []
         self._trials: list[_Trial] = []
         self._by_request: dict[str, _Trial] = {}
         self._open = 0  # created but not closed; kept as a count so a close is O(1)
@@ -144,6 +159,31 @@ class Searcher(ABC):
             ops.append(Shutdown())
         return ops
 
+    def on_trial_exited_early(self, request_id: str, reason: EarlyExit | str) -> list[Op]:
+        """A trial's code ended it early (Determined's ``ReportTrialSearcherEarlyExit``), now closed.
+
+        ``INVALID_HP``: the searcher creates one more trial in its place (unless it
+        ``replaces_invalid`` is false, or ``budget`` replacements were made already). The other
+        reasons close the trial like any other end.
+        """
+        reason = EarlyExit(reason)
+        trial = self._by_request.get(request_id)
+        if trial is None:
+            raise ValueError(f"unknown searcher request id {request_id!r}")
+        if trial.closed:
+            return []
+        if reason == EarlyExit.INVALID_HP and self.replaces_invalid and len(self._replaced) < self.budget:
+            self._replaced.append(request_id)
+        return self.on_trial_closed(request_id)
+
+    @property
+    def total_trials(self) -> int:
+        """Trials the whole search runs: the budget plus one for each replaced trial."""
+        return self.budget + len(self._replaced)
+
+    def replaced(self, request_id: str) -> bool:
+        return request_id in self._replaced
+
     def on_validation(self, request_id: str, metric: float, time: float | None = None) -> list[Op]:
         """A trial reported its searcher metric (and ``time``, the searcher's ``time_metric``).
 
@@ -152,6 +192,21 @@ class Searcher(ABC):
         if request_id not in self._by_request:
             raise ValueError(f"unknown searcher request id {request_id!r}")
         return []
+
+    def reopen(self, request_id: str) -> None:
+        """A closed trial is open again: continuing a terminal experiment resumes its trials.
+
+        Undoes the shutdown if the search had finished, so closing the trial again later answers
+        ``Shutdown`` once more. Reopening an open trial changes nothing.
+        """
+        trial = self._by_request.get(request_id)
+        if trial is None:
+            raise ValueError(f"unknown searcher request id {request_id!r}")
+        if not trial.closed:
+            return
+        trial.closed = False
+        self._open += 1
+        self._shutdown = False
 
     def progress(self) -> float:
         """Fraction of the search done, 0.0 to 1.0: closed trials over all trials."""
@@ -171,6 +226,7 @@ class Searcher(ABC):
             "experiment_seed": self.experiment_seed,
             "total_trials": self.total_trials,
             "trials": [{"request_id": t.request_id, "closed": t.closed} for t in self._trials],
+            "replaced": list(self._replaced),
             "shutdown": self._shutdown,
         }
 
@@ -205,6 +261,13 @@ class Searcher(ABC):
         )
 
     def _load(self, state: dict[str, Any]) -> Self:
+        # Absent in states stored before early exits existed: nothing was replaced then.
+        replaced = state.get("replaced", [])
+        if not isinstance(replaced, list) or not all(isinstance(r, str) for r in replaced):
+            raise ValueError("searcher state has no valid list of replaced trials")
+        if len(replaced) > self.budget or (replaced and not self.replaces_invalid):
+            raise ValueError("searcher state replaces more trials than the search allows")
+        self._replaced = list(replaced)
         expected = {
             "version": STATE_VERSION,
             "searcher": self.name,
@@ -229,6 +292,9 @@ class Searcher(ABC):
             self._trials.append(trial)
             self._by_request[request_id] = trial
             self._open += not closed
+        # Known, not necessarily closed: a continued experiment may have reopened a replaced trial.
+        if not set(self._replaced) <= set(self._by_request):
+            raise ValueError("searcher state replaces an unknown trial")
         shutdown = state.get("shutdown")
         if not isinstance(shutdown, bool):
             raise ValueError("searcher state has no valid shutdown flag")

@@ -1,4 +1,4 @@
-"""The searchers we run: single, grid and random."""
+"""The searchers that sample without looking at results: single, grid and random."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ class GridSearcher(Searcher):
     """Every point of the cartesian product of the hyperparameters' grid axes, in a fixed order."""
 
     name = "grid"
+    replaces_invalid = False  # a grid point is fixed: its replacement would be the same point
 
     def __init__(self, config: ExperimentConfig) -> None:
         # The axes are needed by _count_trials, which the base constructor calls.
@@ -30,12 +31,6 @@ class GridSearcher(Searcher):
         return grid_point(self.config.hyperparameters, self._axes, ordinal)
 
 
-class SingleSearcher(GridSearcher):
-    """One trial; the config already insists every hyperparameter is constant, so the grid is 1x1."""
-
-    name = "single"
-
-
 class RandomSearcher(Searcher):
     """``max_trials`` independent samples; trial N's sample depends only on the seed and N."""
 
@@ -49,6 +44,18 @@ class RandomSearcher(Searcher):
         return random_point(
             self.config.hyperparameters, derive_seed(self.experiment_seed, "hparams", ordinal)
         )
+
+
+class SingleSearcher(RandomSearcher):
+    """One trial, ranges sampled once from the experiment seed (constants stay as written).
+
+    As in Determined, a trial that exits with invalid hyperparameters is replaced by a new sample.
+    """
+
+    name = "single"
+
+    def _count_trials(self) -> int:
+        return 1
 
 
 def make_searcher(config: ExperimentConfig) -> Searcher:

@@ -47,7 +47,8 @@ from stalwart_master.scheduler import (
     SlotRef,
     schedule,
 )
-from stalwart_master.searcher import Create, Searcher, Stop, make_searcher
+from stalwart_master.searcher import Create, EarlyExit, Searcher, Stop, make_searcher
+from stalwart_master.searcher.feed import validation_feed
 from stalwart_master.services import gc as gc_service
 from stalwart_master.services import lineage as lineage_service
 from stalwart_master.services import outcomes
@@ -163,7 +164,8 @@ def _create_trials(
                     request_id=op.request_id,
                     hparams=op.hparams,
                     seed=op.trial_seed,
-                    state=ExperimentState.ACTIVE,
+                    # A paused experiment's trials are PAUSED (Determined); activate resumes them.
+                    state="PAUSED" if experiment.state == ExperimentState.PAUSED else "ACTIVE",
                     warm_start_checkpoint=warm_start,
                 )
             )
@@ -291,6 +293,7 @@ def finish_allocation(session: Session, allocation: Allocation, exit_code: int |
             preempt_requested=allocation.preempt_requested,
             preempt_acked=allocation.preempt_acked,
             searcher_stopped=trial.stop_requested,
+            early_exit=allocation.early_exit,
             restarts=trial.restarts,
             max_restarts=max_restarts,
         )
@@ -303,7 +306,12 @@ def finish_allocation(session: Session, allocation: Allocation, exit_code: int |
             f"run {allocation.run_id} failed ({reason}); {trial.restarts} failed runs "
             f"are more than max_restarts ({max_restarts})"
         )
+    elif outcome.exit_reason in outcomes.EARLY_EXIT_REASONS.values():
+        # Determined's wording, so a migrated user recognises it.
+        trial.end_reason = f"trial exited early with reason: {outcome.exit_reason}"
     trial.state = outcome.trial_state
+    if trial.state == "ACTIVE" and experiment.state == ExperimentState.PAUSED:
+        trial.state = "PAUSED"  # resumed on activate
     log.info(
         "trial %s run %s (allocation %s) ended with %s (%s: %s): trial %s%s",
         trial.id,
@@ -317,10 +325,31 @@ def finish_allocation(session: Session, allocation: Allocation, exit_code: int |
     )
     if outcome.closes_trial:
         searcher = _searcher(experiment)
-        _close_trial(session, experiment, trial, searcher)
+        early = allocation.early_exit if outcome.exit_reason in outcomes.EARLY_EXIT_REASONS.values() else None
+        _close_trial(session, experiment, trial, searcher, early_exit=early)
         experiment.searcher_state = searcher.state()
     session.flush()
     settle_experiment(session, experiment)
+
+
+def record_early_exit(
+    session: Session, allocation: Allocation, trial_id: int, run_id: int, reason: str
+) -> None:
+    """The trial's code says it ends early (``EarlyExit``); its trial ends when this run does.
+
+    Only the run's own allocation token may say so, for its own trial and its current run: a run
+    that has ended, or a stale run id, is refused rather than applied to a later run.
+    """
+    if allocation.trial_id != trial_id:
+        raise Forbidden("this token belongs to another trial")
+    locked = session.scalar(select(Allocation).where(Allocation.id == allocation.id).with_for_update())
+    assert locked is not None
+    if locked.run_id != run_id:
+        raise Forbidden(f"run {run_id} is not this token's run ({locked.run_id})")
+    if locked.state not in LIVE:
+        raise Forbidden(f"run {run_id} has already ended")
+    locked.early_exit = EarlyExit(reason).value
+    log.info("trial %s run %s reported an early exit: %s", trial_id, run_id, reason)
 
 
 def _max_restarts(config: dict[str, Any]) -> int:
@@ -329,35 +358,54 @@ def _max_restarts(config: dict[str, Any]) -> int:
     return value if _is_int(value) and value >= 0 else 0
 
 
-def _close_trial(session: Session, experiment: Experiment, trial: Trial, searcher: Searcher) -> None:
+def _close_trial(
+    session: Session,
+    experiment: Experiment,
+    trial: Trial,
+    searcher: Searcher,
+    *,
+    early_exit: str | None = None,
+) -> None:
     """The trial ended for good: its checkpoints may be collected and the searcher may go on.
 
-    The caller stores ``searcher.state()`` once it is done with the searcher.
+    ``early_exit``: the trial's code ended it (the searcher may replace it). The caller stores
+    ``searcher.state()`` once it is done with the searcher.
     """
     trial.ended_at = utcnow()
     gc_service.request_gc(session, experiment.id, f"trial {trial.id} ended {trial.state}")
-    ops = searcher.on_trial_closed(trial.request_id)
+    if early_exit is not None:
+        ops = searcher.on_trial_exited_early(trial.request_id, early_exit)
+    else:
+        ops = searcher.on_trial_closed(trial.request_id)
     _create_trials(session, experiment, ops, lineage_service.warm_start_of(session, experiment))
 
 
-def on_validations(session: Session, trial: Trial, reports: list[tuple[int, dict[str, Any]]]) -> bool:
-    """Feed a trial's validation reports, ``(steps, values)``, to an early-stopping searcher.
+def close_trial(session: Session, experiment: Experiment, trial: Trial) -> None:
+    """End a trial that has no run left (its state already set) and store the searcher's answer."""
+    searcher = _searcher(experiment)
+    _close_trial(session, experiment, trial, searcher)
+    experiment.searcher_state = searcher.state()
 
-    Only ``adaptive_asha`` acts on them. A ``Stop`` is recorded on the trial, and the next
+
+def on_validations(session: Session, trial: Trial, reports: list[tuple[int, dict[str, Any]]]) -> bool:
+    """Feed a trial's validation reports, ``(steps, values)``, to a searcher that uses them.
+
+    The ASHA searchers and ``bayesian`` act on them (see ``validation_feed``). A ``Stop`` is
+    recorded on the trial, and the next
     scheduler pass asks its run to checkpoint and exit (``apply_searcher_stops``); this path only
     locks the trial and then its experiment, as a run's end does. Call with the trial row locked.
     True when the trial was stopped.
     """
     experiment = session.get(Experiment, trial.experiment_id)
     assert experiment is not None
-    searcher_config = experiment.config.get("searcher") or {}
-    if searcher_config.get("name") != "adaptive_asha" or trial.stop_requested or trial.state != "ACTIVE":
+    feed = validation_feed(experiment.config.get("searcher") or {})
+    if feed is None or trial.stop_requested or trial.state not in ("ACTIVE", "PAUSED"):
         return False
-    metric, time_metric = str(searcher_config["metric"]), str(searcher_config["time_metric"])
-    timed = [
-        (float(values[metric]), float(values[time_metric]))
+    metric, time_metric = feed.metric, feed.time_metric
+    timed: list[tuple[float, float | None]] = [
+        (float(values[metric]), float(values[time_metric]) if time_metric is not None else None)
         for _, values in sorted(reports, key=lambda r: r[0])
-        if _number(values.get(metric)) and _number(values.get(time_metric))
+        if _number(values.get(metric)) and (time_metric is None or _number(values.get(time_metric)))
     ]
     if not timed:
         return False
@@ -374,7 +422,8 @@ def on_validations(session: Session, trial: Trial, reports: list[tuple[int, dict
     for value, time in timed:
         if any(isinstance(op, Stop) for op in searcher.on_validation(trial.request_id, value, time)):
             trial.stop_requested = True
-            done = time >= float(searcher_config["max_time"])
+            assert time is not None and feed.max_time is not None  # only a timed report stops
+            done = time >= feed.max_time
             trial.end_reason = (
                 f"trained to max_time ({time_metric} {time:g})"
                 if done

@@ -10,9 +10,27 @@ from typing import Any, Literal
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
-from stalwart_master.db.orm import DEFAULT_PROJECT_ID, Checkpoint, Experiment, Project, Trial, User, utcnow
-from stalwart_master.errors import Conflict, ErrorList, InvalidTransition, NotFound
+from stalwart_master.db.orm import (
+    DEFAULT_PROJECT_ID,
+    Checkpoint,
+    Experiment,
+    Project,
+    Trial,
+    User,
+    Workspace,
+    utcnow,
+)
+from stalwart_master.errors import (
+    Conflict,
+    ErrorList,
+    FieldError,
+    Forbidden,
+    Invalid,
+    InvalidTransition,
+    NotFound,
+)
 from stalwart_master.expconf import parse_experiment_config
+from stalwart_master.expconf.determined import ConfigWarning
 from stalwart_master.services import allocations as allocations_service
 from stalwart_master.services import authz
 from stalwart_master.services import contexts as contexts_service
@@ -54,9 +72,16 @@ def create_experiment(
     max_config_bytes: int = 1024 * 1024,
     max_trials: int = 10_000,
     project_id: int = DEFAULT_PROJECT_ID,
+    warnings: list[ConfigWarning] | None = None,
 ) -> Experiment:
+    """Validate, authorise and record a new experiment with its first trials.
+
+    ``warnings`` (when given) receives one entry per Determined field the config holds that is
+    accepted but ignored; the caller shows them to the user.
+    """
     parsed = parse_experiment_config(config_yaml, defaults, max_bytes=max_config_bytes)
     storage_service.check_experiment_storage(parsed.data)  # 422 at checkpoint_storage.<field>
+    project_id = _project_from_config(session, owner, parsed.data, project_id)
     authz.project_to_create_in(session, owner, project_id)
     if context_sha256 is not None:
         contexts_service.get_context(session, context_sha256)  # 404 before anything is written
@@ -79,13 +104,58 @@ def create_experiment(
     session.add(experiment)
     session.flush()
     allocations_service.start_searcher(session, experiment, max_trials=max_trials)
+    if paused:
+        _set_trial_states(session, experiment, "ACTIVE", "PAUSED")
     if not experiment.name:  # Determined names unnamed experiments after their id
         experiment.name = f"Experiment {experiment.id}"
         experiment.config = {**data, "name": experiment.name}
         session.flush()
     session.refresh(experiment)
     log.info("experiment %s created by %s in state %s", experiment.id, owner.username, experiment.state)
+    for warning in parsed.warnings:
+        log.info("experiment %s: config field %s %s", experiment.id, warning.field, warning.message)
+    if warnings is not None:
+        warnings.extend(parsed.warnings)
     return experiment
+
+
+def _project_from_config(session: Session, owner: User, config: dict[str, Any], project_id: int) -> int:
+    """Determined's ``workspace``/``project`` names, resolved to the project they name.
+
+    A workspace the owner cannot see reads as one that does not exist; one they can see but may not
+    create in is refused at the field too, so the config is what the user fixes.
+    """
+    workspace_name, project_name = config.get("workspace"), config.get("project")
+    if workspace_name is None or project_name is None:
+        return project_id
+    workspace = session.scalar(select(Workspace).where(Workspace.name == workspace_name))
+    if workspace is None or authz.role_in(session, owner, workspace.id) is None:
+        raise _config_error("workspace", f"workspace {workspace_name!r} not found")
+    project = session.scalar(
+        select(Project).where(Project.workspace_id == workspace.id, Project.name == project_name)
+    )
+    if project is None:
+        raise _config_error("project", f"project {project_name!r} not found in workspace {workspace_name!r}")
+    if project_id not in (DEFAULT_PROJECT_ID, project.id):
+        raise _config_error("project", f"is project {project.id}, but the request names project {project_id}")
+    try:
+        authz.project_to_create_in(session, owner, project.id)
+    except Forbidden as exc:
+        raise _config_error("project", f"cannot create experiments here: {exc}") from None
+    return project.id
+
+
+def _config_error(path: str, message: str) -> Invalid:
+    return Invalid([FieldError(path, message)], title="Invalid experiment config")
+
+
+def _set_trial_states(session: Session, experiment: Experiment, old: str, new: str) -> None:
+    """Trials follow their experiment between ACTIVE and PAUSED, as in Determined; trials that have
+    ended (or are stopping) keep their state."""
+    for trial in session.scalars(
+        select(Trial).where(Trial.experiment_id == experiment.id, Trial.state == old).with_for_update()
+    ):
+        trial.state = new
 
 
 def _check_warm_start_access(session: Session, owner: User, config: dict[str, Any]) -> None:
@@ -209,6 +279,11 @@ def apply_verb(session: Session, actor: User, experiment_id: int, verb: str) -> 
     else:
         if verb in ("pause", "cancel", "kill") and target != experiment.state:
             allocations_service.stop_experiment_runs(session, experiment, kill=verb == "kill")
+        if target == ExperimentState.PAUSED and experiment.state == ExperimentState.ACTIVE:
+            _set_trial_states(session, experiment, "ACTIVE", "PAUSED")
+        elif target != ExperimentState.PAUSED and experiment.state == ExperimentState.PAUSED:
+            # activate, or a stop: the trials are live (or stopping) again, not paused.
+            _set_trial_states(session, experiment, "PAUSED", "ACTIVE")
         if target != experiment.state:
             log.info(
                 "experiment %s: %s -> %s (%s by %s)",

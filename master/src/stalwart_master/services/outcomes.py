@@ -2,7 +2,9 @@
 
 Only a failure of the user's code counts against ``max_restarts``: a run that exits non-zero while
 the master had not asked it to stop, had not killed it, and whose agent was neither lost nor
-draining. A trial the searcher has stopped is COMPLETED whichever way its run ends. Every other
+draining. A trial the searcher has stopped is COMPLETED whichever way its run ends, and so is one
+whose code reported an early exit (Determined's InvalidHP or a user-requested stop) unless the
+reason was ERRORED, which ends it in ERROR without retrying. Every other
 end either resumes the trial (queued again, from its latest checkpoint) or ends it as the
 experiment's state says. Pure: no database, so the table is tested case by case.
 """
@@ -23,6 +25,16 @@ DRAINED = "drained"
 PREEMPTED = "preempted"
 NOT_STARTED = "not started"
 STOPPED_BY_SEARCHER = "stopped by searcher"
+INVALID_HP = "invalid hyperparameters"
+ERRORED_EARLY = "errored (reported by the trial)"
+USER_REQUESTED_STOP = "user requested stop"
+
+# The early-exit reasons a trial may report (``EarlyExit`` values), as the run's exit reason.
+EARLY_EXIT_REASONS = {
+    "INVALID_HP": INVALID_HP,
+    "ERRORED": ERRORED_EARLY,
+    "USER_REQUESTED_STOP": USER_REQUESTED_STOP,
+}
 
 
 @dataclass(frozen=True)
@@ -38,6 +50,7 @@ class RunEnd:
     preempt_requested: bool = False
     preempt_acked: bool = False
     searcher_stopped: bool = False
+    early_exit: str | None = None  # an EarlyExit value the run reported before it ended
     restarts: int = 0
     max_restarts: int = 5
 
@@ -67,6 +80,10 @@ def decide(end: RunEnd) -> Outcome:
         # The searcher has what it needs from the trial: however the run ended, there is nothing
         # to resume and no failure to count.
         return Outcome("COMPLETED", True, STOPPED_BY_SEARCHER)
+    if end.early_exit is not None:
+        # The trial's code said it is done, however the run then ended: never resumed or retried.
+        reason = EARLY_EXIT_REASONS[end.early_exit]
+        return Outcome("ERROR" if end.early_exit == "ERRORED" else "COMPLETED", True, reason)
     if end.agent_lost:
         return resume(AGENT_LOST)
     if end.kill_requested:

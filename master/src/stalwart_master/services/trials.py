@@ -9,7 +9,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -346,13 +346,60 @@ def has_run_ahead(session: Session, trial_id: int) -> bool:
     return states is not None and states == ("ACTIVE", "ACTIVE")
 
 
-def read_logs(session: Session, trial_id: int, *, after_id: int = 0, limit: int = 1000) -> list[TrialLog]:
+# Log levels as Determined orders them. A line's level is the ``LEVEL:`` it starts with (the
+# harness's LOG_FORMAT writes one); a line without one counts as INFO.
+LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_DEFAULT_LEVEL = "INFO"
+
+
+@dataclass(frozen=True)
+class LogFilter:
+    """Which log lines a reader wants: ranks, streams and a minimum level (None: any)."""
+
+    ranks: tuple[int, ...] = ()
+    streams: tuple[str, ...] = ()
+    min_level: str | None = None
+
+    def where(self) -> list[ColumnElement[bool]]:
+        clauses: list[ColumnElement[bool]] = []
+        if self.ranks:
+            clauses.append(TrialLog.rank.in_(self.ranks))
+        if self.streams:
+            clauses.append(TrialLog.stream.in_(self.streams))
+        if self.min_level and self.min_level != LOG_LEVELS[0]:
+            at = LOG_LEVELS.index(self.min_level)
+            above, below = LOG_LEVELS[at:], LOG_LEVELS[:at]
+            # Filtering in PostgreSQL (a regex on the line's start) keeps --head/--tail exact.
+            if _DEFAULT_LEVEL in above:
+                clauses.append(~TrialLog.message.regexp_match(_level_pattern(below)))
+            else:
+                clauses.append(TrialLog.message.regexp_match(_level_pattern(above)))
+        return clauses
+
+
+def _level_pattern(levels: tuple[str, ...]) -> str:
+    return rf"^ ?({'|'.join(levels)}):"
+
+
+def read_logs(
+    session: Session,
+    trial_id: int,
+    *,
+    after_id: int = 0,
+    limit: int = 1000,
+    flt: LogFilter | None = None,
+) -> list[TrialLog]:
     query = select(TrialLog).where(TrialLog.trial_id == trial_id, TrialLog.id > after_id)
+    if flt is not None:
+        query = query.where(*flt.where())
     return list(session.scalars(query.order_by(TrialLog.id).limit(limit)))
 
 
-def tail_start(session: Session, trial_id: int, tail: int) -> int:
-    """The log id after which the last ``tail`` lines begin."""
-    ids = select(TrialLog.id).where(TrialLog.trial_id == trial_id).order_by(TrialLog.id.desc()).limit(tail)
-    smallest = session.scalar(select(func.min(ids.subquery().c.id)))
+def tail_start(session: Session, trial_id: int, tail: int, flt: LogFilter | None = None) -> int:
+    """The log id after which the last ``tail`` lines (that pass ``flt``) begin."""
+    ids = select(TrialLog.id).where(TrialLog.trial_id == trial_id)
+    if flt is not None:
+        ids = ids.where(*flt.where())
+    last = ids.order_by(TrialLog.id.desc()).limit(tail)
+    smallest = session.scalar(select(func.min(last.subquery().c.id)))
     return int(smallest) - 1 if smallest is not None else 0
