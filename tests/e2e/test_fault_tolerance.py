@@ -168,7 +168,8 @@ def test_a_trial_deaf_to_preemption_is_killed_after_its_timeout_resumes_and_kill
     assert first["exit_reason"] == "preemption timeout" and first["exit_code"] != 0
     assert when(first["ended_at"]).timestamp() - paused_at >= 2.0  # not before its timeout
     trial = admin_api.get(f"/api/v1/trials/{trial_id}").json()
-    assert (trial["state"], trial["restarts"]) == ("ACTIVE", 0)  # max_restarts 0, yet not ended
+    # max_restarts 0, yet not ended: PAUSED with its experiment, as in Determined.
+    assert (trial["state"], trial["restarts"]) == ("PAUSED", 0)
 
     assert admin_api.post(f"/api/v1/experiments/{experiment_id}/activate").status_code == 200
     wait_for(

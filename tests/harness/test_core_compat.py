@@ -148,6 +148,24 @@ def test_report_early_exit_sends_the_reason_name(on_cluster: Callable[[Master], 
     assert seen == [{"reason": "USER_REQUESTED_STOP", "run_id": 2}]
 
 
+def test_experiment_best_validation_asks_about_the_trials_own_experiment(
+    on_cluster: Callable[[Master], None],
+) -> None:
+    def master(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/v1/experiments/3/searcher/best_searcher_validation_metric":
+            return httpx.Response(200, json={"metric": 0.125})
+        return _fake_master(204, [])(request)
+
+    on_cluster(master)
+    with det.core.init() as core_context:
+        assert core_context.train.get_experiment_best_validation() == 0.125
+
+
+def test_experiment_best_validation_is_none_off_cluster(off_cluster: Path) -> None:
+    with det.core.init() as core_context:
+        assert core_context.train.get_experiment_best_validation() is None
+
+
 def test_invalid_hp_off_cluster_propagates(off_cluster: Path) -> None:
     with pytest.raises(det.InvalidHP), det.core.init() as core_context:
         core_context.train.report_early_exit(det.core.EarlyExitReason.INVALID_HP)  # only logged

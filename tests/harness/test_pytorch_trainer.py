@@ -497,6 +497,18 @@ def test_the_trial_runner_exports_the_experiment_config_to_cluster_info() -> Non
     assert trial_env({**info, "config": huge}, {})["STALWART_EXPERIMENT_CONFIG"] == ""
 
 
+def test_the_configs_environment_variables_reach_the_trial_but_never_replace_its_identity() -> None:
+    info = {
+        "trial_id": 4,
+        "experiment_id": 2,
+        "hparams": {},
+        "environment_variables": {"OMP_NUM_THREADS": "1", "STALWART_TRIAL_ID": "99", "PYTHONUNBUFFERED": "0"},
+    }
+    env = trial_env(info, {"OMP_NUM_THREADS": "8", "HOME": "/h"})
+    assert (env["OMP_NUM_THREADS"], env["HOME"]) == ("1", "/h")
+    assert (env["STALWART_TRIAL_ID"], env["PYTHONUNBUFFERED"]) == ("4", "1")
+
+
 # --- with the real checkpoint engine, off-cluster ------------------------------------------------------
 
 

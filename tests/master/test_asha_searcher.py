@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from stalwart_master.expconf import ExperimentConfig, parse_experiment_config
-from stalwart_master.expconf.model import AdaptiveASHASearcher as ASHAConfig
+from stalwart_master.expconf.searchers import AdaptiveASHASearcher as ASHAConfig
 from stalwart_master.searcher import AdaptiveASHASearcher, Create, Searcher, Shutdown, Stop, make_searcher
 from stalwart_master.searcher.asha import bracket_rungs, rungs_possible, split_concurrency, split_trials
 

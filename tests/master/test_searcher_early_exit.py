@@ -110,3 +110,38 @@ def test_preview_search_answers_what_would_run_and_refuses_a_bad_config(admin: A
     )
     assert bad.status_code == 422, bad.text
     assert "num_rungs" in bad.text and "time_metric" in bad.text
+
+
+def test_a_run_reads_its_own_experiments_best_validation_and_no_other(admin: Any, database_url: str) -> None:
+    pool = uuid.uuid4().hex[:8]
+    ids = []
+    for _ in range(2):
+        created = admin.post("/api/v1/experiments", json={"config": CONFIG.format(pool=pool)})
+        assert created.status_code == 201, created.text
+        ids.append(created.json()["id"])
+    a, b = [t["id"] for t in admin.get(f"/api/v1/experiments/{ids[0]}/trials").json()]
+    (run_a, token_a), (run_b, token_b) = start_trial_run(database_url, a), start_trial_run(database_url, b)
+
+    def best(experiment_id: int, token: str) -> Any:
+        return admin.get(
+            f"/api/v1/experiments/{experiment_id}/searcher/best_searcher_validation_metric",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+
+    assert best(ids[0], token_a).json() == {"metric": None}  # nothing validated yet
+    for trial, run, token, loss in ((a, run_a, token_a, 0.5), (b, run_b, token_b, 0.25)):
+        body = {
+            "run_id": run_id(admin, run),
+            "batch_id": str(uuid.uuid4()),
+            "metrics": [{"group": "validation", "steps_completed": 1, "values": {"loss": loss}}],
+        }
+        sent = admin.post(
+            f"/api/v1/trials/{trial}/metrics", json=body, headers={"Authorization": f"Bearer {token}"}
+        )
+        assert sent.status_code == 204, sent.text
+    assert best(ids[0], token_a).json() == {"metric": 0.25}  # the other trial's, smaller is better
+    assert best(ids[1], token_a).status_code == 403  # another experiment is not this run's business
+    as_user = admin.get(f"/api/v1/experiments/{ids[0]}/searcher/best_searcher_validation_metric")
+    assert as_user.status_code == 403  # a user's credential is not a run's
+    for experiment_id in ids:
+        admin.post(f"/api/v1/experiments/{experiment_id}/kill")

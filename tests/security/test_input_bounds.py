@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from stalwart_master.db.orm import Agent, Allocation, Experiment, Slot, Trial, utcnow
@@ -256,6 +256,10 @@ def test_an_experiment_the_scheduler_cannot_run_ends_in_error_while_others_get_t
             )
         )
     good.state = broken.state = "ACTIVE"
+    # As activating does: a paused experiment's trials are PAUSED until then.
+    pass_session.execute(
+        update(Trial).where(Trial.experiment_id.in_((good_id, bad_id))).values(state="ACTIVE")
+    )
     pass_session.flush()
 
     with caplog.at_level(logging.ERROR, logger="stalwart_master.services.allocations"):

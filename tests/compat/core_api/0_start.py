@@ -2,6 +2,7 @@
 beyond the import and the logging format."""
 
 import logging
+import os
 import time
 
 import stalwart as det
@@ -17,4 +18,4 @@ def main(increment_by: int) -> None:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format=det.LOG_FORMAT)
-    main(increment_by=1)
+    main(increment_by=int(os.environ["COMPAT_INCREMENT"]))  # from the config's environment_variables

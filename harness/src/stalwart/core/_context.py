@@ -209,7 +209,13 @@ def init(
             log.info("metrics go to %s, checkpoints to %s", sink.path, mask_config(storage))
 
     train = TrainContext(
-        shipper, log=log, session=session, trial_id=info.trial_id, run_id=info.run_id, is_chief=is_chief
+        shipper,
+        log=log,
+        session=session,
+        trial_id=info.trial_id,
+        run_id=info.run_id,
+        experiment_id=info.experiment_id,
+        is_chief=is_chief,
     )
     return Context(
         info=info,

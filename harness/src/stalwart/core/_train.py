@@ -57,9 +57,11 @@ class TrainContext:
         session: AllocationSession | None = None,
         trial_id: int | None = None,
         run_id: int | None = None,
+        experiment_id: int | None = None,
         is_chief: bool = True,
     ) -> None:
         self._shipper = shipper
+        self._experiment_id = experiment_id
         self._log = log
         self._session = session
         self._trial_id = trial_id
@@ -110,6 +112,24 @@ class TrainContext:
         value = check_progress(progress)
         if self._shipper is not None:
             self._shipper.set_progress(value)
+
+    def get_experiment_best_validation(self) -> float | None:
+        """The best searcher metric any trial of this experiment has reported, or None (also
+        off-cluster), e.g. to keep a checkpoint only when this trial beats it.
+
+        Example::
+
+            best = core_context.train.get_experiment_best_validation()
+            if best is None or loss < best:
+                save_checkpoint()
+        """
+        if self._session is None or self._experiment_id is None:
+            return None
+        answer: Any = self._session.request(
+            "GET", f"/experiments/{self._experiment_id}/searcher/best_searcher_validation_metric"
+        ).json()
+        metric = answer.get("metric") if isinstance(answer, dict) else None
+        return None if metric is None else float(metric)
 
     def report_early_exit(self, reason: EarlyExitReason) -> None:
         """Tell the master this run is ending early and why; then exit the process (chief only).

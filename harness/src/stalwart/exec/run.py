@@ -84,7 +84,8 @@ def entrypoint_argv(entrypoint: str | list[str]) -> list[str]:
 
 
 def trial_env(info: Mapping[str, Any], base: Mapping[str, str]) -> dict[str, str]:
-    """The child's environment: the runner's own plus the ``STALWART_*`` trial variables."""
+    """The child's environment: the runner's own, the config's ``environment_variables``, then the
+    ``STALWART_*`` trial variables (which the config cannot override)."""
     config = info.get("config") or {}
     storage = info.get("checkpoint_storage") or (config.get("checkpoint_storage") if config else None)
     config_json = json.dumps(config) if config else ""
@@ -98,6 +99,12 @@ def trial_env(info: Mapping[str, Any], base: Mapping[str, str]) -> dict[str, str
         )
         config_json = ""
     env = dict(base)
+    for name, value in (info.get("environment_variables") or {}).items():
+        if name.startswith("STALWART_") or name == "PYTHONUNBUFFERED":
+            # The trial's identity and credentials come from the master alone.
+            logger.warning("environment_variables: %s is set by Stalwart and cannot be overridden", name)
+            continue
+        env[str(name)] = str(value)
     env.update(
         {
             "STALWART_TRIAL_ID": str(info["trial_id"]),

@@ -274,3 +274,22 @@ def report_early_exit(
     allocations_service.record_early_exit(session, allocation, trial_id, body.run_id, body.reason)
     session.commit()
     return Response(status_code=204)
+
+
+class BestValidationOut(BaseModel):
+    metric: float | None = Field(description="Best searcher metric so far; null before any validation.")
+
+
+@router.get(
+    "/experiments/{experiment_id}/searcher/best_searcher_validation_metric",
+    response_model=BestValidationOut,
+    responses=problem_responses(403),
+)
+def best_searcher_validation_metric(
+    experiment_id: ExperimentId, allocation: AllocationDep, session: SessionDep
+) -> BestValidationOut:
+    """Determined's route, for ``core_context.train.get_experiment_best_validation()``: a run may
+    read its own experiment's best searcher metric (a ``best`` checkpoint policy needs it)."""
+    metric = trials_service.experiment_best_validation(session, allocation, experiment_id)
+    session.rollback()
+    return BestValidationOut(metric=metric)

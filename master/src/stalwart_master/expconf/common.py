@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
@@ -58,3 +58,6 @@ def check(predicate: Callable[[Any], bool], message: str) -> AfterValidator:
         return value
 
     return AfterValidator(validate)
+
+
+NonBlank = Annotated[str, check(lambda s: s.strip() != "", "must not be empty")]

@@ -8,7 +8,6 @@ reported together with every other error instead of only once the rest is valid.
 from __future__ import annotations
 
 import re
-import uuid
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal, Self
 
@@ -17,12 +16,10 @@ from pydantic import (
     BeforeValidator,
     Discriminator,
     Field,
-    SerializerFunctionWrapHandler,
     Tag,
     TypeAdapter,
     ValidationError,
     ValidatorFunctionWrapHandler,
-    model_serializer,
     model_validator,
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
@@ -31,6 +28,7 @@ from stalwart_master.expconf.common import (
     INT32_MAX,
     INT64_MAX,
     Loc,
+    NonBlank,
     Section,
     check,
     custom_error,
@@ -38,18 +36,16 @@ from stalwart_master.expconf.common import (
     field_errors,
 )
 from stalwart_master.expconf.hyperparameters import NUMERIC_TYPES, Hyperparameters, iter_specs
+from stalwart_master.expconf.periods import Period, TimePeriod
+from stalwart_master.expconf.searchers import Searcher
 
 MAX_SEED = INT32_MAX
 # Trials are placed whole on one agent; no machine has more slots than this.
 MAX_SLOTS_PER_TRIAL = 1024
 MAX_RESTARTS = 1_000_000
-# divisor ** 63 (64 rungs) must stay a finite float.
-MAX_DIVISOR = 1000
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b?)\s*\Z", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
-
-NonBlank = Annotated[str, check(lambda s: s.strip() != "", "must not be empty")]
 
 
 def _is_absolute(path: str) -> bool:
@@ -58,14 +54,6 @@ def _is_absolute(path: str) -> bool:
 
 def _is_relative_inside(path: str) -> bool:
     return not PurePosixPath(path).is_absolute() and ".." not in PurePosixPath(path).parts
-
-
-def _is_uuid(text: str) -> bool:
-    try:
-        uuid.UUID(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _one_of(kinds: dict[type, str], message: str) -> Discriminator:
@@ -78,158 +66,6 @@ def _one_of(kinds: dict[type, str], message: str) -> Discriminator:
         return None
 
     return Discriminator(pick, custom_error_type="stalwart", custom_error_message=message)
-
-
-# --- periods ----------------------------------------------------------------------------------------
-
-PERIOD_UNITS = ("batches", "epochs", "records")
-
-
-class Period(Section):
-    """A training length in exactly one unit, e.g. ``{batches: 1000}``."""
-
-    batches: int | None = Field(default=None, ge=0, le=INT64_MAX)
-    epochs: int | None = Field(default=None, ge=0, le=INT64_MAX, description="Needs records_per_epoch > 0.")
-    records: int | None = Field(default=None, ge=0, le=INT64_MAX)
-
-    @model_validator(mode="after")
-    def _exactly_one_unit(self) -> Self:
-        if sum(getattr(self, unit) is not None for unit in PERIOD_UNITS) != 1:
-            raise custom_error("must set exactly one of batches, epochs, records")
-        return self
-
-    @model_serializer(mode="wrap")
-    def _only_the_unit(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        return {k: v for k, v in handler(self).items() if v is not None}
-
-    def unit(self) -> tuple[str, int]:
-        """The one unit that is set and its length, e.g. ``("batches", 1000)``."""
-        for name in PERIOD_UNITS:
-            value = getattr(self, name)
-            if value is not None:
-                return name, value
-        raise AssertionError("a validated Period always has a unit")
-
-
-class TimePeriod(Section):
-    """A wall-clock interval, e.g. ``{minutes: 30}``: how often to checkpoint whatever else happens."""
-
-    minutes: float = Field(gt=0, description="Minutes between checkpoints; fractions allowed.")
-
-
-def _period_from_int(value: Any) -> Any:
-    # Determined also accepts a bare number for the deprecated max_length; read it as batches.
-    if isinstance(value, int) and not isinstance(value, bool):
-        return {"batches": value}
-    return value
-
-
-# --- searcher ---------------------------------------------------------------------------------------
-
-SEARCHER_NAMES = ("single", "grid", "random", "adaptive_asha", "async_halving", "bayesian")
-
-
-class _SearcherBase(Section):
-    name: str  # narrowed to a Literal by each searcher; declared here so it comes first in the data
-    metric: NonBlank = Field(description="Validation metric the searcher optimises.")
-    smaller_is_better: bool = True
-    max_concurrent_trials: int = Field(default=16, ge=0, le=INT32_MAX, description="0 means no limit.")
-    source_trial_id: int | None = Field(
-        default=None, ge=1, le=INT32_MAX, description="Warm-start every trial from this trial."
-    )
-    source_checkpoint_uuid: Annotated[str, check(_is_uuid, "must be a checkpoint UUID")] | None = Field(
-        default=None, description="Warm-start every trial from this checkpoint."
-    )
-    max_length: Annotated[Period | None, BeforeValidator(_period_from_int)] = Field(
-        default=None, description="Deprecated: length of each trial."
-    )
-
-    @model_validator(mode="after")
-    def _one_warm_start(self) -> Self:
-        if self.source_trial_id is not None and self.source_checkpoint_uuid is not None:
-            raise field_error(
-                ("source_checkpoint_uuid",),
-                "cannot be set together with source_trial_id",
-                self.source_checkpoint_uuid,
-            )
-        return self
-
-
-class SingleSearcher(_SearcherBase):
-    """One trial; hyperparameter ranges are sampled once, seeded by the experiment seed."""
-
-    name: Literal["single"]
-
-
-class GridSearcher(_SearcherBase):
-    """Every combination of the hyperparameters' grid points."""
-
-    name: Literal["grid"]
-
-
-class RandomSearcher(_SearcherBase):
-    """``max_trials`` trials with independently sampled hyperparameters."""
-
-    name: Literal["random"]
-    max_trials: int = Field(ge=1, le=INT32_MAX)
-
-
-class AdaptiveASHASearcher(_SearcherBase):
-    """Random sampling plus early stopping of the weaker trials (asynchronous successive halving)."""
-
-    name: Literal["adaptive_asha"]
-    max_trials: int = Field(ge=1, le=INT32_MAX)
-    time_metric: NonBlank = Field(description="Metric that measures how far a trial has trained.")
-    max_time: int = Field(ge=1, le=INT64_MAX, description="Value of time_metric at which a trial is done.")
-    mode: Literal["standard", "aggressive", "conservative"] = "standard"
-    divisor: float = Field(default=4.0, gt=1, le=MAX_DIVISOR)
-    # Bounded: each rung is kept in the searcher's state, and past ~30 rungs the first is tiny.
-    max_rungs: int = Field(default=5, ge=1, le=64)
-    bracket_rungs: list[Annotated[int, Field(ge=1, le=64)]] = Field(default_factory=list, max_length=64)
-    stop_once: bool = Field(default=True, description="Decisions are never revisited; false acts as true.")
-
-
-class AsyncHalvingSearcher(_SearcherBase):
-    """One bracket of asynchronous successive halving with ``num_rungs`` rungs (Determined's)."""
-
-    name: Literal["async_halving"]
-    num_rungs: int = Field(ge=1, le=64)
-    max_trials: int = Field(ge=1, le=INT32_MAX)
-    time_metric: NonBlank = Field(description="Metric that measures how far a trial has trained.")
-    max_time: int = Field(ge=1, le=INT64_MAX, description="Value of time_metric at which a trial is done.")
-    divisor: float = Field(default=4.0, gt=1, le=MAX_DIVISOR)
-    stop_once: bool = Field(default=True, description="Decisions are never revisited; false acts as true.")
-
-
-class BayesianPruning(Section):
-    """Stop weak trials early by the ASHA rung rule (one bracket of ``max_rungs`` rungs at most)."""
-
-    time_metric: NonBlank = Field(description="Metric that measures how far a trial has trained.")
-    max_time: int = Field(ge=1, le=INT64_MAX, description="Value of time_metric at which a trial is done.")
-    divisor: float = Field(default=4.0, gt=1, le=MAX_DIVISOR)
-    max_rungs: int = Field(default=5, ge=1, le=64)
-
-
-class BayesianSearcher(_SearcherBase):
-    """Tree-structured Parzen estimator (Optuna's TPE): each new trial is chosen from the results so far."""
-
-    name: Literal["bayesian"]
-    max_trials: int = Field(ge=1, le=INT32_MAX)
-    startup_trials: int = Field(
-        default=10, ge=0, le=INT32_MAX, description="Trials sampled at random before TPE takes over."
-    )
-    pruning: BayesianPruning | None = None
-
-
-Searcher = Annotated[
-    SingleSearcher
-    | GridSearcher
-    | RandomSearcher
-    | AdaptiveASHASearcher
-    | AsyncHalvingSearcher
-    | BayesianSearcher,
-    Field(discriminator="name"),
-]
 
 
 # --- checkpoint storage -----------------------------------------------------------------------------

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import Any, Self
 
 from stalwart_master.expconf import ExperimentConfig
-from stalwart_master.expconf.model import AdaptiveASHASearcher as ASHAConfig
-from stalwart_master.expconf.model import AsyncHalvingSearcher as HalvingConfig
+from stalwart_master.expconf.searchers import AdaptiveASHASearcher as ASHAConfig
+from stalwart_master.expconf.searchers import AsyncHalvingSearcher as HalvingConfig
 from stalwart_master.searcher.base import Create, Op, Searcher, Stop, derive_seed
 from stalwart_master.searcher.space import random_point
 

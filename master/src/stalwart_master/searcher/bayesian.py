@@ -25,7 +25,7 @@ from stalwart_master.expconf.hyperparameters import (
     IntHyperparameter,
     LogHyperparameter,
 )
-from stalwart_master.expconf.model import BayesianSearcher as BayesianConfig
+from stalwart_master.expconf.searchers import BayesianSearcher as BayesianConfig
 from stalwart_master.searcher.asha import AdaptiveASHASearcher, Bracket, rungs_possible
 from stalwart_master.searcher.base import Op, derive_seed
 from stalwart_master.searcher.space import SearchableSpec, build_hparams, searchable_specs

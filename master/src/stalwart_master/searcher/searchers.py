@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from stalwart_master.expconf import ExperimentConfig
-from stalwart_master.expconf.model import RandomSearcher as RandomConfig
+from stalwart_master.expconf.searchers import RandomSearcher as RandomConfig
 from stalwart_master.searcher.base import Searcher, derive_seed
 from stalwart_master.searcher.space import grid_axis, grid_point, random_point, searchable_specs
 

@@ -18,6 +18,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
+from pydantic import ValidationError
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
@@ -35,6 +36,7 @@ from stalwart_master.db.orm import (
 from stalwart_master.errors import FieldError, Forbidden, Invalid, NotFound
 from stalwart_master.expconf import ExperimentConfig
 from stalwart_master.expconf.common import INT32_MAX
+from stalwart_master.expconf.model import Environment
 from stalwart_master.expconf.parse import INVALID_TITLE
 from stalwart_master.scheduler import (
     DEFAULT_PRIORITY,
@@ -796,6 +798,7 @@ def trial_info(session: Session, allocation: Allocation) -> dict[str, Any]:
     slots = allocation_slots(session, allocation.id)
     start = trial.latest_checkpoint or trial.warm_start_checkpoint
     trials_service.start_run_from(session, trial, allocation, start)
+    device = "cuda" if any(s.type == "cuda" for s in slots) else "cpu"
     return {
         "allocation_id": str(allocation.id),
         "trial_id": trial.id,
@@ -815,4 +818,16 @@ def trial_info(session: Session, allocation: Allocation) -> dict[str, Any]:
         # Resolved here (a named storage with its credentials): what its checkpoints must name.
         "checkpoint_storage": storage_service.experiment_storage(experiment.config),
         "searcher": {"max_length": (experiment.config.get("searcher") or {}).get("max_length")},
+        # Determined's environment.environment_variables, picked for the kind of slots this run holds.
+        "environment_variables": _environment_variables(experiment.config, device),
     }
+
+
+def _environment_variables(config: dict[str, Any], device: str) -> dict[str, str]:
+    try:
+        return Environment.model_validate(config.get("environment") or {}).variables_for(device)
+    except ValidationError:
+        # A stored config today's rules refuse (written by an older master): run without them
+        # rather than fail the run; the config rules already named the field at submission.
+        log.warning("experiment config's environment is not valid today; no environment_variables applied")
+        return {}

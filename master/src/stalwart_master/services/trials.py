@@ -23,7 +23,7 @@ from stalwart_master.db.orm import (
     Trial,
     TrialLog,
 )
-from stalwart_master.errors import Conflict, ErrorList, NotFound
+from stalwart_master.errors import Conflict, ErrorList, Forbidden, NotFound
 from stalwart_master.services import gc as gc_service
 from stalwart_master.services import storage as storage_service
 from stalwart_master.services.states import LIVE_ALLOCATION
@@ -67,6 +67,23 @@ def set_progress(session: Session, trial_id: int, progress: float) -> None:
 
 def set_searcher_metric(session: Session, trial_id: int, metric: float) -> None:
     get_trial(session, trial_id, for_update=True).searcher_metric = metric
+
+
+def experiment_best_validation(session: Session, allocation: Allocation, experiment_id: int) -> float | None:
+    """The best searcher metric any trial of the run's own experiment has reported so far.
+
+    Determined's Trainer reads it to decide "best" checkpoints; a run may ask only about its own
+    experiment (another experiment's results are not its business).
+    """
+    trial = get_trial(session, allocation.trial_id)
+    if trial.experiment_id != experiment_id:
+        raise Forbidden("this token belongs to a trial of another experiment")
+    experiment = session.get(Experiment, experiment_id)
+    assert experiment is not None
+    _, smaller = _searcher_metric(experiment)
+    best = (func.min if smaller else func.max)(Trial.best_validation)
+    value = session.scalar(select(best).where(Trial.experiment_id == experiment_id))
+    return None if value is None else float(value)
 
 
 def list_trials(session: Session, experiment_id: int) -> list[Trial]:
