@@ -154,6 +154,22 @@ def test_create_describe_and_config(admin_cli: Cli, model: tuple[Path, Path], la
     assert as_json(admin_cli("e", "config", exp_id, "--json"))["searcher"]["name"] == "single"
 
 
+def test_create_prints_one_warning_line_per_ignored_determined_field(
+    admin_cli: Cli, model: tuple[Path, Path]
+) -> None:
+    config = model[0]
+    config.write_text(
+        config.read_text()
+        + "profiling: {enabled: true}\nbind_mounts: [{host_path: /data, container_path: /data}]\n"
+    )
+    result = admin_cli("experiment", "create", str(config), str(model[1]), "--paused")
+    assert result.exit_code == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("Warning: ")]
+    assert sorted(w.split(":")[1].strip() for w in warnings) == ["bind_mounts", "profiling"], result.stderr
+    assert all("ignored" in w for w in warnings), warnings
+    assert result.stdout.startswith("Created experiment ")  # stdout stays the result
+
+
 def test_list_filters_and_json(admin_cli: Cli, model: tuple[Path, Path], label: str) -> None:
     active = create(admin_cli, model)
     paused = create(admin_cli, model, "--paused")
