@@ -21,5 +21,7 @@ def main(core_context: det.core.Context, increment_by: int) -> None:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format=det.LOG_FORMAT)
+    info = det.get_cluster_info()
+    increment_by = info.trial.hparams["increment_by"] if info else 1
     with det.core.init() as core_context:
-        main(core_context=core_context, increment_by=1)
+        main(core_context=core_context, increment_by=increment_by)
