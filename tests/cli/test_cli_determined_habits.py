@@ -245,6 +245,20 @@ def test_list_trials_checkpoints_download_model_def_and_checkpoints(
     quiet = cli("checkpoint", "download", second, "--output-dir", str(tmp_path / "mine"), "-q")
     assert quiet.stdout.strip() == str(tmp_path / "mine") and (tmp_path / "mine" / "state").exists()
 
+    # Determined's `t download --latest|--best|--uuid` and `e download --top-n`.
+    latest = cli("t", "download", str(trial["id"]), "--latest", "-q")
+    assert latest.stdout.strip() == str(Path("checkpoints") / third), latest.stderr
+    assert (work / "checkpoints" / third / "state").exists()
+    best = cli("t", "download", str(trial["id"]), "--best", "-o", str(tmp_path / "best"))
+    assert best.exit_code == 0 and second in best.stdout, best.stderr
+    by_uuid = cli("t", "download", str(trial["id"]), "--uuid", first, "-o", str(tmp_path / "first"))
+    assert by_uuid.exit_code == 0 and first in by_uuid.stdout, by_uuid.stderr
+    one_error_line(cli("t", "download", str(trial["id"])), "exactly one of")
+    one_error_line(cli("t", "download", str(trial["id"]), "--uuid", str(uuid.uuid4())), "no completed")
+    top = cli("e", "download", exp, "--top-n", "2", "-o", str(tmp_path / "top"), "-q")
+    assert top.stdout.split() == [str(tmp_path / "top" / second), str(tmp_path / "top" / third)], top.stderr
+    assert (tmp_path / "top" / second / "state").exists()
+
     removed = cli("c", "rm", f"{first},{second}", "--yes")
     assert removed.stdout.splitlines() == [
         f"Checkpoint {first} will be deleted",

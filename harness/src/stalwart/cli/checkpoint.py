@@ -249,6 +249,15 @@ def download(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the path written.")] = False,
 ) -> None:
     """Write a verified copy of a checkpoint into a directory (checkpoints/UUID unless -o)."""
+    target, message = write_checkpoint(ctx, checkpoint_uuid, output, fmt)
+    typer.echo(str(target) if quiet else message)
+
+
+def write_checkpoint(
+    ctx: typer.Context, checkpoint_uuid: str, output: Path | None, fmt: DownloadFormat = DownloadFormat.files
+) -> tuple[Path, str]:
+    """Restore one checkpoint, verified, into ``output`` (default checkpoints/UUID); returns the
+    path written and a one-line report. Shared by ``c download``, ``t download`` and ``e download``."""
     from stalwart.checkpoint import export_safetensors, restore_directory
     from stalwart.core import CoreError
 
@@ -259,12 +268,9 @@ def download(
         if fmt is DownloadFormat.safetensors:
             target = output / "model.safetensors"
             names = export_safetensors(storage, manifest, target)
-            message = f"Wrote {len(names)} tensors of {manifest['uuid']} to {target}"
-        else:
-            target = output
-            restore_directory(storage, manifest, output)
-            message = f"Wrote {len(manifest['files'])} files of {manifest['uuid']} to {output}"
-        typer.echo(str(target) if quiet else message)
+            return target, f"Wrote {len(names)} tensors of {manifest['uuid']} to {target}"
+        restore_directory(storage, manifest, output)
+        return output, f"Wrote {len(manifest['files'])} files of {manifest['uuid']} to {output}"
     except (CoreError, OSError) as exc:
         raise CliError(str(exc)) from None
     finally:

@@ -13,6 +13,7 @@ from stalwart.cli import (
     audit,
     checkpoint,
     deploy,
+    downloads,  # noqa: F401 (registers `trial download` and `experiment download`)
     experiment,
     experiment_tools,  # noqa: F401 (registers list-trials, list-checkpoints, ... on `experiment`)
     experiment_versions,  # noqa: F401 (registers fork, continue and versions on `experiment`)
