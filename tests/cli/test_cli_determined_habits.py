@@ -304,7 +304,10 @@ def test_trial_kill_ends_one_trial_and_logs_filter_on_the_master(
             session,
             kept,
             uuid.uuid4(),
-            [trials_service.LogLine(now, rank, stream, text) for rank, stream, text in lines],
+            [
+                trials_service.LogLine(now + dt.timedelta(seconds=i), rank, stream, text)
+                for i, (rank, stream, text) in enumerate(lines)
+            ],
         )
 
     def logs(*flags: str) -> list[str]:
@@ -321,6 +324,12 @@ def test_trial_kill_ends_one_trial_and_logs_filter_on_the_master(
     assert logs("--tail", "1", "--level", "WARNING") == ["WARNING: two", "ERROR: five"][-1:]
     assert logs("--tail", "2", "--rank-id", "0") == ["plain three", "ERROR: five"]
     assert logs("--head", "1", "--level", "ERROR") == ["ERROR: five"]
+    # Lines are one second apart; a time without a zone is UTC, as the master shows times.
+    naive_middle = (now + dt.timedelta(seconds=2)).replace(tzinfo=None).isoformat()
+    assert logs("--timestamp-after", naive_middle) == ["DEBUG: four", "ERROR: five"]
+    before = (now + dt.timedelta(seconds=1.5)).isoformat()
+    assert logs("--timestamp-before", before) == ["INFO: one", "WARNING: two"]
+    one_error_line(cli("t", "logs", str(kept), "--timestamp-after", "yesterday"), "not an ISO time")
     one_error_line(cli("t", "logs", str(kept), "--head", "1", "--tail", "1"), "--head or --tail")
     assert cli("t", "logs", str(kept), "--level", "LOUD").exit_code == 2
     sdk.kill_experiment(exp.id)

@@ -3,6 +3,7 @@
 import json
 import math
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -107,7 +108,7 @@ def print_logs(
 ) -> None:
     """Print a trial's log lines (one JSON object per line with ``as_json``); Ctrl-C stops quietly.
 
-    ``filters`` are ``iter_trial_logs``'s: head, rank_ids, stdtypes, level.
+    ``filters`` are ``iter_trial_logs``'s: head, rank_ids, stdtypes, level, timestamp_before/after.
     """
     try:
         for line in c.iter_trial_logs(trial_id, follow=follow, tail=tail, **filters):
@@ -224,6 +225,15 @@ def logs(
             case_sensitive=False,
         ),
     ] = None,
+    timestamp_before: Annotated[
+        str | None,
+        typer.Option(
+            help="Only lines written before this ISO time (UTC unless a zone is given).", show_default=False
+        ),
+    ] = None,
+    timestamp_after: Annotated[
+        str | None, typer.Option(help="Only lines written after this ISO time.", show_default=False)
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print each line as one JSON object (NDJSON).")
     ] = False,
@@ -231,6 +241,10 @@ def logs(
     """Print a trial's logs; with -f keep following until the trial stops running."""
     if head is not None and tail is not None:
         raise CliError("give --head or --tail, not both")
+    before, after = (
+        _moment("--timestamp-before", timestamp_before),
+        _moment("--timestamp-after", timestamp_after),
+    )
     print_logs(
         client(ctx),
         trial_id,
@@ -241,7 +255,18 @@ def logs(
         rank_ids=rank_ids or (),
         stdtypes=[s.value for s in stdtypes or ()],
         level=level.value if level else None,
+        timestamp_before=before,
+        timestamp_after=after,
     )
+
+
+def _moment(option: str, text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise CliError(f"{option}: {text!r} is not an ISO time such as 2026-12-01T09:30:00Z") from None
 
 
 @app.command()

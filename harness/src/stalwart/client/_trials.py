@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
+from datetime import datetime
 from typing import Any
 
 from stalwart.client._base import ClientBase
@@ -85,6 +86,8 @@ class Trials(ClientBase):
         rank_ids: Sequence[int] = (),
         stdtypes: Sequence[str] = (),
         level: str | None = None,
+        timestamp_before: datetime | None = None,
+        timestamp_after: datetime | None = None,
     ) -> Iterator[LogLine]:
         """The trial's log lines in order, as they arrive.
 
@@ -93,7 +96,8 @@ class Trials(ClientBase):
         be queued (waiting for slots and restarts count) and ends once the trial ends or its
         experiment is paused. Stopping the iteration early closes the stream. The master filters:
         ``rank_ids``, ``stdtypes`` (stdout, stderr) and ``level`` (this level or above, Determined's
-        TRACE..CRITICAL; a line not starting ``LEVEL:`` counts as INFO).
+        TRACE..CRITICAL; a line not starting ``LEVEL:`` counts as INFO) and the time window
+        ``timestamp_after`` < written < ``timestamp_before`` (a time without a zone is UTC).
 
         Example::
 
@@ -107,6 +111,8 @@ class Trials(ClientBase):
             "rank_id": list(rank_ids),
             "stdtype": list(stdtypes),
             "level": level,
+            "timestamp_before": timestamp_before.isoformat() if timestamp_before else None,
+            "timestamp_after": timestamp_after.isoformat() if timestamp_after else None,
         }
         headers = {"Accept": "application/x-ndjson"}
         # No read timeout while following: a quiet trial sends nothing for minutes.

@@ -189,6 +189,13 @@ def delete_checkpoint(checkpoint_uuid: uuid.UUID, caller: UserCaller, session: S
     return answer
 
 
+def _utc(moment: dt.datetime | None) -> dt.datetime | None:
+    # A time without a zone is read as UTC, the zone the master stores and shows.
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=dt.UTC)
+
+
 @router.get("/trials/{trial_id}/logs", responses={200: {"content": {"application/x-ndjson": {}}}})
 async def trial_logs(
     trial_id: TrialId,
@@ -204,6 +211,12 @@ async def trial_logs(
         Literal["TRACE", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] | None,
         Query(description="Only lines of this level or above; a line without `LEVEL:` counts as INFO."),
     ] = None,
+    timestamp_before: Annotated[
+        dt.datetime | None, Query(description="Only lines written before this time (UTC unless given).")
+    ] = None,
+    timestamp_after: Annotated[
+        dt.datetime | None, Query(description="Only lines written after this time.")
+    ] = None,
 ) -> StreamingResponse:
     """Newline-delimited JSON, in order; with follow the stream ends when no run is going or coming.
 
@@ -212,7 +225,13 @@ async def trial_logs(
     if head is not None and tail is not None:
         raise Invalid([FieldError("head", "give head or tail, not both")])
     await run_in_threadpool(authz.trial_for, session, user, trial_id)
-    flt = trials_service.LogFilter(ranks=tuple(rank_id), streams=tuple(stdtype), min_level=level)
+    flt = trials_service.LogFilter(
+        ranks=tuple(rank_id),
+        streams=tuple(stdtype),
+        min_level=level,
+        before=_utc(timestamp_before),
+        after=_utc(timestamp_after),
+    )
     start = await run_in_threadpool(trials_service.tail_start, session, trial_id, tail, flt) if tail else 0
     sessions: sessionmaker[Session] = request.app.state.sessions
     left = head

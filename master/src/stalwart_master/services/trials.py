@@ -371,14 +371,20 @@ _DEFAULT_LEVEL = "INFO"
 
 @dataclass(frozen=True)
 class LogFilter:
-    """Which log lines a reader wants: ranks, streams and a minimum level (None: any)."""
+    """Which log lines a reader wants: ranks, streams, a minimum level and a time window (None: any)."""
 
     ranks: tuple[int, ...] = ()
     streams: tuple[str, ...] = ()
     min_level: str | None = None
+    before: dt.datetime | None = None  # lines written before this time (Determined's --timestamp-before)
+    after: dt.datetime | None = None
 
     def where(self) -> list[ColumnElement[bool]]:
         clauses: list[ColumnElement[bool]] = []
+        if self.before is not None:
+            clauses.append(TrialLog.ts < self.before)
+        if self.after is not None:
+            clauses.append(TrialLog.ts > self.after)
         if self.ranks:
             clauses.append(TrialLog.rank.in_(self.ranks))
         if self.streams:
