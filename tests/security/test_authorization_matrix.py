@@ -195,7 +195,30 @@ VERBS: list[Verb] = [
         ),
     ),
     ("delete checkpoint", CHANGERS, lambda w, u: _delete_checkpoint(w, u)),
+    # Issue 10's routes: the fork tree, Determined's `e set`, fork and continue.
+    (
+        "read fork tree",
+        READERS,
+        lambda w, u: w.call(u, "GET", f"/api/v1/experiments/{w.experiment}/versions"),
+    ),
+    (
+        "set resources",
+        CHANGERS,
+        lambda w, u: w.call(u, "PATCH", f"/api/v1/experiments/{w.experiment}/resources", {"max_slots": 4}),
+    ),
+    (
+        "fork experiment",
+        CREATORS,
+        lambda w, u: w.call(u, "POST", f"/api/v1/experiments/{w.experiment}/fork", {"paused": True}),
+    ),
+    # The experiment is PAUSED, not ended: an allowed role gets 409, the others 403/404 first.
+    (
+        "continue experiment",
+        CHANGERS,
+        lambda w, u: w.call(u, "POST", f"/api/v1/experiments/{w.experiment}/continue", {}),
+    ),
 ]
+CONFLICT_MEANS_ALLOWED = {"delete checkpoint", "continue experiment"}
 
 
 def _name(world: World, role: str) -> str:
@@ -232,7 +255,7 @@ def test_only_allowed_roles_succeed_and_outsiders_see_nothing(world: World, verb
     outcomes = {role: attempt(world, role) for role in ROLES}
     for role, status in outcomes.items():
         if role in allowed:
-            assert status < 300 or (name == "delete checkpoint" and status in (202, 409)), (
+            assert status < 300 or (name in CONFLICT_MEANS_ALLOWED and status in (202, 409)), (
                 name,
                 role,
                 outcomes,
@@ -276,3 +299,24 @@ def test_a_model_version_cannot_pin_someone_elses_checkpoint(world: World) -> No
     # Models and versions can be deleted by whoever may change them.
     assert world.call("editor", "DELETE", f"/api/v1/models/{mine}") == 204
     assert world.call("editor", "GET", f"/api/v1/models/{mine}") == 404
+
+
+def test_only_those_who_may_change_an_experiment_kill_one_of_its_trials(world: World) -> None:
+    """``t kill`` (Determined's KillTrial): a trial of its own experiment, so the matrix's stays alive."""
+    created = world.http.post(
+        "/api/v1/experiments",
+        headers=world.headers["owner"],
+        json={"config": CONFIG.format(tag=uuid.uuid4().hex[:8]), "paused": True, "project_id": world.project},
+    )
+    assert created.status_code == 201, created.text
+    experiment = created.json()["id"]
+    (trial,) = world.http.get(
+        f"/api/v1/experiments/{experiment}/trials", headers=world.headers["owner"]
+    ).json()
+    outcomes = {
+        role: world.call(role, "POST", f"/api/v1/trials/{trial['id']}/kill")
+        for role in ("outsider", "viewer", "editor", "wsadmin", "owner")
+    }
+    assert outcomes == {"outsider": 404, "viewer": 403, "editor": 403, "wsadmin": 200, "owner": 200}
+    killed = world.http.get(f"/api/v1/trials/{trial['id']}", headers=world.headers["owner"]).json()
+    assert killed["state"] == "CANCELED" and killed["end_reason"].startswith("killed by ")
