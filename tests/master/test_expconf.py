@@ -353,6 +353,20 @@ def test_storage_of_the_same_type_merges_with_the_default() -> None:
     assert storage["save_trial_best"] == 2
 
 
+def test_a_named_storage_keeps_the_defaults_policy_but_never_its_location() -> None:
+    text = MINIMAL + "checkpoint_storage: {name: team}\n"
+    storage = parse_experiment_config(text, CLUSTER_DEFAULTS).data["checkpoint_storage"]
+    assert storage["type"] == "named" and storage["name"] == "team"
+    assert "host_path" not in storage and storage["save_trial_best"] == 2  # the default's GC policy
+
+
+def test_a_location_given_beside_a_storage_name_is_refused_not_dropped() -> None:
+    text = MINIMAL + "checkpoint_storage: {name: team, host_path: /mine, type: s3}\n"
+    errors = dict(errors_of(text, CLUSTER_DEFAULTS))
+    beside = "cannot be set together with name: its location is the cluster's"
+    assert errors == {"checkpoint_storage.host_path": beside, "checkpoint_storage.type": beside}
+
+
 def test_merge_rules() -> None:
     defaults = {"a": {"b": 1, "c": {"d": 2}}, "l": [1], "searcher": {"name": "random", "max_trials": 9}}
     merged = merge_defaults(

@@ -162,8 +162,9 @@ _LOCATED = TypeAdapter(LocatedStorage)
 
 
 def _pick_named(value: Any) -> Any:
-    """``{name: x}`` is a named storage: its location comes from the operator's definition, so the
-    location keys cluster defaults merged in beside the name are dropped."""
+    """``{name: x}`` is a named storage, whose location comes from the operator's definition.
+    A location or another type given beside the name is refused by ``cross_section_errors``
+    (``merge_defaults`` already leaves the cluster default's location out)."""
     if isinstance(value, dict) and "name" in value:
         return {**{k: v for k, v in value.items() if k not in LOCATION_KEYS}, "type": "named"}
     return value
@@ -458,6 +459,20 @@ def cross_section_errors(raw: dict[str, Any]) -> list[tuple[Loc, str, Any]]:
     for have, need in (("workspace", "project"), ("project", "workspace")):
         if raw.get(have) is not None and raw.get(need) is None:
             errors.append(((need,), f"required when {have} is set", None))
+
+    storage = raw.get("checkpoint_storage")
+    if isinstance(storage, dict) and "name" in storage:
+        beside = [key for key in storage if key in LOCATION_KEYS]
+        beside += ["type"] if storage.get("type", "named") != "named" else []
+        for key in beside:
+            errors.append(
+                (
+                    # The union's tag sits where pydantic puts it, so messages.py reads the path alike.
+                    ("checkpoint_storage", "named", key),
+                    "cannot be set together with name: its location is the cluster's",
+                    storage[key],
+                )
+            )
 
     name = searcher.get("name") if isinstance(searcher, dict) else None
     # The single searcher samples ranges once (seeded by the experiment seed), as Determined does.

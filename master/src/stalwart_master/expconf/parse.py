@@ -16,7 +16,7 @@ from stalwart_master.expconf.common import INT64_MAX, INT64_MIN
 from stalwart_master.expconf.determined import ConfigWarning, accept_determined_fields
 from stalwart_master.expconf.loader import load_yaml
 from stalwart_master.expconf.messages import field_errors_from
-from stalwart_master.expconf.model import MAX_SEED, ExperimentConfig
+from stalwart_master.expconf.model import LOCATION_KEYS, MAX_SEED, ExperimentConfig
 
 DEFAULT_MAX_BYTES = 1024 * 1024
 INVALID_TITLE = "Invalid experiment config"
@@ -59,6 +59,13 @@ def merge_defaults(defaults: dict[str, Any], config: dict[str, Any]) -> dict[str
             kind = mine.get(kind_key)
             if kind is not None and kind != theirs.get(kind_key):
                 del base[section]
+    mine, theirs = config.get("checkpoint_storage"), base.get("checkpoint_storage")
+    if isinstance(mine, dict) and "name" in mine and isinstance(theirs, dict):
+        # A named storage is a kind of its own: the default's location must not ride along, while
+        # its GC policy and chunking still apply.
+        base["checkpoint_storage"] = {
+            k: v for k, v in theirs.items() if k not in LOCATION_KEYS and k not in ("type", "name")
+        }
     return _merge(base, config)
 
 
