@@ -383,3 +383,46 @@ def test_set_priority_reorders_the_queue_weight_and_max_slots_are_stored(
     one_error_line(cli("e", "set", "max-slots", MISSING, "1"), "not found")
     for exp in (older, newer):
         sdk.kill_experiment(exp.id)
+
+
+def test_determined_sdk_script_runs_with_stalwart_experimental_client(
+    live_master: Any, sdk: Client, tmp_path: Path
+) -> None:
+    """A script on ``determined.experimental.client`` with only its import changed."""
+    from stalwart.experimental import client
+
+    client.login(live_master.url, live_master.admin_username, live_master.admin_password)
+    storage = {"type": "shared_fs", "host_path": str(tmp_path / "ckpt"), "save_trial_latest": 5}
+    label = f"sdk-{uuid.uuid4().hex[:10]}"
+    config, directory = model_dir(
+        tmp_path, simple_config(label, NO_AGENTS + f"checkpoint_storage: {json.dumps(storage)}\n")
+    )
+    exp = client.create_experiment(config=str(config), model_dir=str(directory))
+    assert exp.state == client.ExperimentState.ACTIVE and exp.name == f"habits-{label}"
+    (trial,) = exp.get_trials()
+    first, second = _register_checkpoints(live_master, sdk, trial.id, storage, {10: 0.3, 20: 0.1})
+
+    top = exp.top_checkpoint()
+    assert top.uuid == second and trial.top_checkpoint().uuid == second
+    assert exp.top_checkpoint(smaller_is_better=False).uuid == first
+    with pytest.raises(ValueError, match="searcher metric"):
+        exp.top_checkpoint(sort_by="accuracy")
+    written = Path(top.download(tmp_path / "best"))
+    assert (written / "state").exists()
+    assert [c.uuid for c in trial.list_checkpoints()] == [first, second]
+    assert client.get_checkpoint(first).steps_completed == 10
+    assert client.get_trial(trial.id).hparams == trial.hparams
+
+    model = client.create_model(f"model-{label}", description="from the SDK")
+    version = model.register_version(second)
+    assert version.checkpoint_uuid == second and len(client.get_model(model.name).get_versions()) == 1
+
+    exp.kill()  # its stand-in run has no agent to report it gone: it stays STOPPING_KILLED
+
+    # wait() on an experiment whose trial never got a run: the kill ends it at once.
+    other = client.create_experiment(config=str(config), model_dir=str(directory))
+    other.kill()
+    assert other.wait(interval=0.2) == client.ExperimentState.CANCELED
+    assert client.get_experiment(other.id).state == "CANCELED"
+    with pytest.raises(ValueError, match="template"):
+        client.create_experiment(str(config), str(directory), template="shared")

@@ -9,8 +9,8 @@ import yaml
 
 from stalwart.cli._errors import CliError
 from stalwart.cli._overrides import apply_overrides, parse_override
-from stalwart.cli.experiment_tools import best_checkpoints
 from stalwart.client import Checkpoint, auth
+from stalwart.client._ranking import best_checkpoints
 
 pytestmark = pytest.mark.unit
 

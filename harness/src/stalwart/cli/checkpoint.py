@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from stalwart._masking import mask_config, without_masked
+from stalwart._masking import mask_config
 from stalwart.cli._errors import CliError
 from stalwart.cli._shared import (
     JsonOption,
@@ -182,20 +182,11 @@ app.command("rm", hidden=True)(delete)
 def _open_checkpoint(ctx: typer.Context, checkpoint_uuid: str) -> tuple[Any, dict[str, Any]]:
     """The storage and manifest of a registered checkpoint; the master's copy of the manifest."""
     # The engine (and stalwart.core) load only for these commands: `stalwart --help` stays quick.
-    from stalwart.checkpoint import open_storage, read_manifest
-    from stalwart.checkpoint._manifest import validate_manifest
+    from stalwart.checkpoint._registered import open_registered
     from stalwart.core import CoreError
 
-    ckpt = client(ctx).get_checkpoint(checkpoint_uuid)
-    if ckpt.state == "DELETED":
-        raise CliError(f"checkpoint {ckpt.uuid} was deleted; its storage is gone")
     try:
-        # Masked credentials are no credentials: this machine's own (environment, role) apply.
-        storage = open_storage(without_masked(ckpt.storage))
-        manifest = ckpt.raw.get("manifest")
-        if isinstance(manifest, dict) and "format" in manifest:
-            return storage, validate_manifest(manifest, ckpt.uuid)
-        return storage, read_manifest(storage, ckpt.uuid)
+        return open_registered(client(ctx).get_checkpoint(checkpoint_uuid))
     except (CoreError, OSError) as exc:
         raise CliError(str(exc)) from None
 

@@ -12,8 +12,8 @@ from stalwart.cli import experiment, trial
 from stalwart.cli._errors import CliError
 from stalwart.cli._shared import client
 from stalwart.cli.checkpoint import write_checkpoint
-from stalwart.cli.experiment_tools import best_checkpoints
 from stalwart.client import Checkpoint
+from stalwart.client._ranking import best_checkpoints
 
 OutputDir = Annotated[
     Path | None,

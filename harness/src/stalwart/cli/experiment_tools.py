@@ -6,9 +6,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -26,27 +25,8 @@ from stalwart.cli._shared import (
 )
 from stalwart.cli.experiment import ExperimentId, app, set_app
 from stalwart.cli.trial import fmt_metric, print_trials, searcher_metric
-from stalwart.client import Checkpoint, Experiment
-
-
-def _smaller_is_better(config: Mapping[str, Any]) -> bool:
-    searcher = config.get("searcher")
-    return not isinstance(searcher, Mapping) or searcher.get("smaller_is_better", True) is not False
-
-
-def best_checkpoints(checkpoints: list[Checkpoint], config: Mapping[str, Any], n: int) -> list[Checkpoint]:
-    """The ``n`` checkpoints with the best searcher metric (Determined's ``--best N``), best first.
-
-    Checkpoints without a metric, or whose files GC already deleted, are never "best".
-    """
-    sign = 1.0 if _smaller_is_better(config) else -1.0
-    ranked = [
-        c
-        for c in checkpoints
-        if c.state != "DELETED" and c.searcher_metric is not None and not math.isnan(c.searcher_metric)
-    ]
-    ranked.sort(key=lambda c: (sign * (c.searcher_metric or 0.0), c.steps_completed))
-    return ranked[:n]
+from stalwart.client import Experiment
+from stalwart.client._ranking import best_checkpoints
 
 
 @app.command("list-trials")

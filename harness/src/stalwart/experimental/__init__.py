@@ -1,0 +1,1 @@
+"""Determined's ``determined.experimental`` import path: ``from stalwart.experimental import client``."""
