@@ -35,13 +35,6 @@ checkpoint_storage: {storage}
 
 
 @pytest.fixture
-def sdk(live_master: Any) -> Any:
-    with Client(live_master.url) as client:
-        client.login(live_master.admin_username, live_master.admin_password)
-        yield client
-
-
-@pytest.fixture
 def cli(live_master: Any, sdk: Client, tmp_path: Path) -> Cli:
     runner = CliRunner()
     env = {

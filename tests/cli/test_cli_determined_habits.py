@@ -12,7 +12,7 @@ import json
 import os
 import tarfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +36,6 @@ pytestmark = pytest.mark.e2e
 Cli = Callable[..., Result]
 MISSING = "2000000000"
 NO_AGENTS = "resources: {resource_pool: no-agents-here}\n"
-
-
-@pytest.fixture
-def sdk(live_master: Any) -> Iterator[Client]:
-    with Client(live_master.url) as client:
-        client.login(live_master.admin_username, live_master.admin_password)
-        yield client
 
 
 @pytest.fixture

@@ -62,13 +62,6 @@ def cli(live_master: Any, tmp_path: Path) -> Cli:
 
 
 @pytest.fixture
-def sdk(live_master: Any) -> Iterator[Client]:
-    with Client(live_master.url) as client:
-        client.login(live_master.admin_username, live_master.admin_password)
-        yield client
-
-
-@pytest.fixture
 def http(live_master: Any) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=live_master.url, timeout=30) as client:
         yield client

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,3 +25,13 @@ def admin(live_master: Any) -> Iterator[Client]:
     with Client(live_master.url) as client:
         client.login(live_master.admin_username, live_master.admin_password)
         yield client
+
+
+@pytest.fixture
+def off_cluster(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """No ``STALWART_*`` variable from the outside: the Core API runs off-cluster in ``tmp_path``."""
+    for name in list(os.environ):
+        if name.startswith("STALWART_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("STALWART_LOCAL_DIR", str(tmp_path / "local"))
+    return tmp_path / "local"

@@ -149,15 +149,6 @@ def test_load_latest_state_reports_a_corrupted_checkpoint_and_falls_back(tmp_pat
     resumed.close()
 
 
-@pytest.fixture
-def off_cluster(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    for name in list(os.environ):
-        if name.startswith("STALWART_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("STALWART_LOCAL_DIR", str(tmp_path / "local"))
-    return tmp_path / "local"
-
-
 def test_off_cluster_save_and_load_latest_follow_the_parent_chain(
     off_cluster: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

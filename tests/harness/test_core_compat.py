@@ -4,7 +4,6 @@ InvalidHP, and the checkpoint calls with Determined's keywords (selector, downlo
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -36,15 +35,6 @@ CLUSTER_ENV = {
     ),
     "STALWART_SLOT_UUIDS": "gpu-a,gpu-b",
 }
-
-
-@pytest.fixture
-def off_cluster(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    for name in list(os.environ):
-        if name.startswith("STALWART_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("STALWART_LOCAL_DIR", str(tmp_path / "local"))
-    return tmp_path / "local"
 
 
 def test_import_stalwart_loads_no_heavy_dependency() -> None:

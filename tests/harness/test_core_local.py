@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -13,15 +12,6 @@ import pytest
 import stalwart.core
 
 pytestmark = pytest.mark.unit
-
-
-@pytest.fixture
-def off_cluster(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    for name in list(os.environ):
-        if name.startswith("STALWART_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("STALWART_LOCAL_DIR", str(tmp_path / "local"))
-    return tmp_path / "local"
 
 
 def _metrics_lines(root: Path) -> list[dict[str, object]]:

@@ -50,7 +50,9 @@ def end_run(admin: Any, allocation_id: str, exit_code: int) -> None:
 
 
 def test_invalid_hp_completes_the_trial_and_the_searcher_replaces_it(admin: Any, database_url: str) -> None:
-    created = admin.post("/api/v1/experiments", json={"config": CONFIG.format(pool=uuid.uuid4().hex[:8])})
+    created = admin.post(
+        "/api/v1/experiments", json={"config": CONFIG.format(pool=f"ihp-{uuid.uuid4().hex[:8]}")}
+    )
     assert created.status_code == 201, created.text
     experiment_id = created.json()["id"]
     a, b = [t["id"] for t in admin.get(f"/api/v1/experiments/{experiment_id}/trials").json()]
@@ -113,7 +115,7 @@ def test_preview_search_answers_what_would_run_and_refuses_a_bad_config(admin: A
 
 
 def test_a_run_reads_its_own_experiments_best_validation_and_no_other(admin: Any, database_url: str) -> None:
-    pool = uuid.uuid4().hex[:8]
+    pool = f"best-{uuid.uuid4().hex[:8]}"  # a prefix: all-digit hex would be read as a number
     ids = []
     for _ in range(2):
         created = admin.post("/api/v1/experiments", json={"config": CONFIG.format(pool=pool)})

@@ -19,12 +19,11 @@ from stalwart.cli._shared import (
     fmt_size,
     fmt_time,
     print_csv,
-    print_json,
     print_masked_json,
     print_table,
 )
 from stalwart.cli.experiment import ExperimentId, app, set_app
-from stalwart.cli.trial import fmt_metric, print_trials, searcher_metric
+from stalwart.cli.trial import fmt_metric, searcher_metric, show_trials
 from stalwart.client import Experiment
 from stalwart.client._ranking import best_checkpoints
 
@@ -34,12 +33,7 @@ def list_trials(
     ctx: typer.Context, experiment_id: ExperimentId, as_csv: CsvOption = False, as_json: JsonOption = False
 ) -> None:
     """List the experiment's trials with their hyperparameters (`trial list` by Determined's name)."""
-    c = client(ctx)
-    trials = c.list_trials(experiment_id)
-    if as_json:
-        print_json([t.raw for t in trials])
-        return
-    print_trials(trials, searcher_metric(c.get_experiment(experiment_id).config), hparams=True, csv=as_csv)
+    show_trials(client(ctx), experiment_id, as_json=as_json, as_csv=as_csv)
 
 
 app.command("lt", hidden=True)(list_trials)

@@ -125,12 +125,16 @@ def list_(
     as_json: JsonOption = False,
 ) -> None:
     """List the trials of an experiment."""
-    c = client(ctx)
+    show_trials(client(ctx), experiment_id, as_json=as_json)
+
+
+def show_trials(c: Client, experiment_id: int, *, as_json: bool, as_csv: bool = False) -> None:
+    """An experiment's trials with their hyperparameters: `trial list` and `experiment list-trials`."""
     trials = c.list_trials(experiment_id)
     if as_json:
         print_json([t.raw for t in trials])
         return
-    print_trials(trials, searcher_metric(c.get_experiment(experiment_id).config), hparams=True)
+    print_trials(trials, searcher_metric(c.get_experiment(experiment_id).config), hparams=True, csv=as_csv)
 
 
 app.command("ls", hidden=True)(list_)

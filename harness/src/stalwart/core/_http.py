@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from stalwart.core._errors import MasterError
@@ -121,6 +122,26 @@ class AllocationSession:
             status=response.status_code,
             retryable=response.status_code in _RETRYABLE_STATUS,
         )
+
+    def request_until(
+        self, method: str, path: str, *, body: Any = None, within: float, max_delay: float
+    ) -> httpx.Response:
+        """``request``, retried with backoff (0.2 s doubling up to ``max_delay``) while the failure
+        is retryable and ``within`` seconds have not passed; then the last ``MasterError`` is raised.
+
+        For the calls a run must get through once (a searcher metric, a preemption ack, an early
+        exit): losing one would change the trial's outcome.
+        """
+        delay = 0.2
+        deadline = time.monotonic() + within
+        while True:
+            try:
+                return self.request(method, path, body=body)
+            except MasterError as exc:
+                if not exc.retryable or time.monotonic() + delay > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, max_delay)
 
     def close(self) -> None:
         """Close pooled connections."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 import enum
 import logging
 import threading
-import time
 
 from stalwart.core._errors import MasterError
 from stalwart.core._http import AllocationSession
@@ -87,18 +86,10 @@ class PreemptContext:
         self._acked = True
         if not self._is_chief or self._session is None:
             return
-        delay = 0.2
-        deadline = time.monotonic() + 60.0
-        while True:
-            try:
-                self._session.request("POST", f"/allocations/{self._allocation_id}/signals/ack_preemption")
-                self._log.info("preemption acknowledged: checkpoint and exit 0 to be resumed later")
-                return
-            except MasterError as exc:
-                if not exc.retryable or time.monotonic() + delay > deadline:
-                    raise
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
+        self._session.request_until(
+            "POST", f"/allocations/{self._allocation_id}/signals/ack_preemption", within=60.0, max_delay=5.0
+        )
+        self._log.info("preemption acknowledged: checkpoint and exit 0 to be resumed later")
 
     def _poll(self) -> None:
         assert self._session is not None

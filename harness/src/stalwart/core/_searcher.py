@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import enum
 import logging
-import time
 from collections.abc import Iterator
 from typing import Any
 
-from stalwart.core._errors import MasterError
 from stalwart.core._http import AllocationSession
 from stalwart.core._train import TrainContext
 
@@ -87,17 +85,9 @@ class SearcherOperation:
         if not self._is_chief or self._session is None:
             return
         body = {"run_id": self._run_id, "metric": float(searcher_metric)}
-        delay = 0.2
-        deadline = time.monotonic() + 120.0
-        while True:
-            try:
-                self._session.request("POST", f"/trials/{self._trial_id}/searcher/completed", body=body)
-                return
-            except MasterError as exc:
-                if not exc.retryable or time.monotonic() + delay > deadline:
-                    raise
-            time.sleep(delay)
-            delay = min(delay * 2, 10.0)
+        self._session.request_until(
+            "POST", f"/trials/{self._trial_id}/searcher/completed", body=body, within=120.0, max_delay=10.0
+        )
 
 
 class SearcherContext:

@@ -5,12 +5,10 @@ from __future__ import annotations
 import enum
 import json
 import logging
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from stalwart.core._errors import MasterError
 from stalwart.core._http import AllocationSession
 from stalwart.core._metrics import (
     BatchSink,
@@ -149,18 +147,10 @@ class TrainContext:
             self._log.info("early exit (%s) noted; off-cluster there is no master to tell", reason.name)
             return
         body = {"reason": reason.name, "run_id": self._run_id}
-        delay = 0.2
-        deadline = time.monotonic() + 60.0
-        while True:
-            try:
-                self._session.request("POST", f"/trials/{self._trial_id}/early_exit", body=body)
-                self._log.info("reported early exit to the master: %s", reason.name)
-                return
-            except MasterError as exc:
-                if not exc.retryable or time.monotonic() + delay > deadline:
-                    raise
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
+        self._session.request_until(
+            "POST", f"/trials/{self._trial_id}/early_exit", body=body, within=60.0, max_delay=5.0
+        )
+        self._log.info("reported early exit to the master: %s", reason.name)
 
 
 def http_sinks(

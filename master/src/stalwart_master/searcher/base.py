@@ -23,6 +23,24 @@ STATE_VERSION = 1
 SEED_LIMIT = 2**31
 
 
+def refuse_oversized_search(searcher_name: str, total_trials: int, max_trials: int) -> None:
+    """``Invalid`` when a search has more trials than this master allows (``STALWART_MAX_TRIALS``):
+    the same answer for creating an experiment and for previewing it."""
+    if total_trials <= max_trials:
+        return
+    grid = searcher_name in ("grid", "single")
+    raise Invalid(
+        [
+            FieldError(
+                "hyperparameters" if grid else "searcher.max_trials",
+                f"the search has {total_trials} trials, more than this master allows "
+                f"({max_trials}, STALWART_MAX_TRIALS)",
+            )
+        ],
+        title=INVALID_TITLE,
+    )
+
+
 @dataclass(frozen=True)
 class Create:
     """Start a new trial; ``request_id`` is how the searcher will know it from now on."""

@@ -12,11 +12,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from stalwart_master.errors import FieldError, Invalid
 from stalwart_master.expconf import ExperimentConfig
-from stalwart_master.expconf.parse import INVALID_TITLE, parse_experiment_config
+from stalwart_master.expconf.parse import parse_experiment_config
 from stalwart_master.searcher.asha import AdaptiveASHASearcher
-from stalwart_master.searcher.base import Create, Op, Searcher
+from stalwart_master.searcher.base import Create, Op, Searcher, refuse_oversized_search
 from stalwart_master.searcher.searchers import make_searcher
 
 
@@ -125,18 +124,7 @@ def preview_search(
     """
     parsed = parse_experiment_config(yaml_text, defaults, max_bytes=max_config_bytes)
     result = preview(parsed.config, limit=limit)
-    if result.total_trials > max_trials:
-        grid = result.searcher in ("grid", "single")
-        raise Invalid(
-            [
-                FieldError(
-                    "hyperparameters" if grid else "searcher.max_trials",
-                    f"the search has {result.total_trials} trials, more than this master allows "
-                    f"({max_trials}, STALWART_MAX_TRIALS)",
-                )
-            ],
-            title=INVALID_TITLE,
-        )
+    refuse_oversized_search(result.searcher, result.total_trials, max_trials)
     answer = result.to_json()
     answer["experiment_seed"] = parsed.config.reproducibility.experiment_seed
     return answer

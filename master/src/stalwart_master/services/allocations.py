@@ -33,11 +33,10 @@ from stalwart_master.db.orm import (
     Trial,
     utcnow,
 )
-from stalwart_master.errors import FieldError, Forbidden, Invalid, NotFound
+from stalwart_master.errors import Forbidden, NotFound
 from stalwart_master.expconf import ExperimentConfig
 from stalwart_master.expconf.common import INT32_MAX
 from stalwart_master.expconf.model import Environment
-from stalwart_master.expconf.parse import INVALID_TITLE
 from stalwart_master.scheduler import (
     DEFAULT_PRIORITY,
     AgentCapacity,
@@ -50,6 +49,7 @@ from stalwart_master.scheduler import (
     schedule,
 )
 from stalwart_master.searcher import Create, EarlyExit, Searcher, Stop, make_searcher
+from stalwart_master.searcher.base import refuse_oversized_search
 from stalwart_master.searcher.feed import validation_feed
 from stalwart_master.services import gc as gc_service
 from stalwart_master.services import lineage as lineage_service
@@ -181,18 +181,7 @@ def start_searcher(session: Session, experiment: Experiment, *, max_trials: int 
     """
     warm_start = lineage_service.resolve_warm_start(session, experiment.config)
     searcher = make_searcher(_config(experiment))
-    if searcher.total_trials > max_trials:
-        grid = searcher.name in ("grid", "single")
-        raise Invalid(
-            [
-                FieldError(
-                    "hyperparameters" if grid else "searcher.max_trials",
-                    f"the search has {searcher.total_trials} trials, more than this master allows "
-                    f"({max_trials}, STALWART_MAX_TRIALS)",
-                )
-            ],
-            title=INVALID_TITLE,
-        )
+    refuse_oversized_search(searcher.name, searcher.total_trials, max_trials)
     _create_trials(session, experiment, searcher.initial_operations(), warm_start)
     experiment.searcher_state = searcher.state()
     session.flush()
