@@ -160,6 +160,29 @@ CREATE TABLE metric_batches (
     CONSTRAINT pk_metric_batches PRIMARY KEY (batch_id)
 );
 
+CREATE TABLE metric_rollup_marks (
+    trial_id integer NOT NULL,
+    group character varying(64) NOT NULL,
+    upto_bucket bigint NOT NULL,
+    rows bigint NOT NULL,
+    CONSTRAINT fk_metric_rollup_marks_trial_id_trials FOREIGN KEY (trial_id) REFERENCES trials(id) ON DELETE CASCADE,
+    CONSTRAINT pk_metric_rollup_marks PRIMARY KEY (trial_id, "group")
+);
+
+CREATE TABLE metric_rollups (
+    trial_id integer NOT NULL,
+    group character varying(64) NOT NULL,
+    name text NOT NULL,
+    bucket bigint NOT NULL,
+    min_value double precision NOT NULL,
+    min_step bigint NOT NULL,
+    max_value double precision NOT NULL,
+    max_step bigint NOT NULL,
+    rows integer NOT NULL,
+    CONSTRAINT fk_metric_rollups_trial_id_trials FOREIGN KEY (trial_id) REFERENCES trials(id) ON DELETE CASCADE,
+    CONSTRAINT pk_metric_rollups PRIMARY KEY (trial_id, "group", name, bucket)
+);
+
 CREATE TABLE metrics (
     id bigint NOT NULL DEFAULT nextval('metrics_id_seq'::regclass),
     trial_id integer NOT NULL,
@@ -351,6 +374,8 @@ CREATE INDEX ix_log_batches_allocation_id ON log_batches USING btree (allocation
 CREATE UNIQUE INDEX pk_log_batches ON log_batches USING btree (batch_id);
 CREATE INDEX ix_metric_batches_trial_id ON metric_batches USING btree (trial_id);
 CREATE UNIQUE INDEX pk_metric_batches ON metric_batches USING btree (batch_id);
+CREATE UNIQUE INDEX pk_metric_rollup_marks ON metric_rollup_marks USING btree (trial_id, "group");
+CREATE UNIQUE INDEX pk_metric_rollups ON metric_rollups USING btree (trial_id, "group", name, bucket);
 CREATE UNIQUE INDEX pk_metrics ON metrics USING btree (id);
 CREATE UNIQUE INDEX uq_metrics_live_trial_group_steps ON metrics USING btree (trial_id, "group", steps_completed) WHERE (NOT archived);
 CREATE UNIQUE INDEX uq_metrics_trial_group_steps_run ON metrics USING btree (trial_id, "group", steps_completed, run_id);

@@ -7,6 +7,8 @@ user is). Only the allowed cells may succeed; the outsider must not even learn t
 
 from __future__ import annotations
 
+import io
+import tarfile
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,6 +53,23 @@ def _login(http: Any, username: str, password: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {response.json()['token']}"}
 
 
+def _upload_context(http: Any, headers: dict[str, str], tag: str) -> str:
+    """Model code for the Code tab's routes: one file, ``train.py``."""
+    buffer = io.BytesIO()
+    data = f"print('{tag}')\n".encode()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        info = tarfile.TarInfo("train.py")
+        info.size = len(data)
+        archive.addfile(info, io.BytesIO(data))
+    response = http.post(
+        "/api/v1/contexts",
+        content=buffer.getvalue(),
+        headers={**headers, "Content-Type": "application/gzip"},
+    )
+    assert response.status_code in (200, 201), response.text
+    return str(response.json()["sha256"])
+
+
 @pytest.fixture(scope="module")
 def world(app: Any, admin_token: str) -> World:
     http = app
@@ -77,7 +96,12 @@ def world(app: Any, admin_token: str) -> World:
     experiment = http.post(
         "/api/v1/experiments",
         headers=headers["owner"],
-        json={"config": CONFIG.format(tag=tag), "paused": True, "project_id": project},
+        json={
+            "config": CONFIG.format(tag=tag),
+            "paused": True,
+            "project_id": project,
+            "context": _upload_context(http, headers["owner"], tag),
+        },
     ).json()["id"]
     run = start_trial(app.app_ref.state.sessions, experiment)
     checkpoint = report_checkpoint(http, run, steps=10)
@@ -217,6 +241,25 @@ VERBS: list[Verb] = [
         CHANGERS,
         lambda w, u: w.call(u, "POST", f"/api/v1/experiments/{w.experiment}/continue", {}),
     ),
+    # Issue 11's dashboard routes: downsampled charts, the Code tab, the Cluster page.
+    (
+        "read downsampled metrics",
+        READERS,
+        lambda w, u: w.call(u, "GET", f"/api/v1/trials/{w.trial}/metrics?max_points=100&metric=loss"),
+    ),
+    (
+        "read context files",
+        READERS,
+        lambda w, u: w.call(u, "GET", f"/api/v1/experiments/{w.experiment}/context"),
+    ),
+    (
+        "read context file",
+        READERS,
+        lambda w, u: w.call(u, "GET", f"/api/v1/experiments/{w.experiment}/context/file?path=train.py"),
+    ),
+    # Every signed-in user sees the queue and the pools; whose runs they are is the next test's.
+    ("read job queue", set(ROLES), lambda w, u: w.call(u, "GET", "/api/v1/job-queues")),
+    ("read resource pools", set(ROLES), lambda w, u: w.call(u, "GET", "/api/v1/resource-pools")),
 ]
 CONFLICT_MEANS_ALLOWED = {"delete checkpoint", "continue experiment"}
 
@@ -277,6 +320,30 @@ def test_outsiders_do_not_see_the_workspace_in_lists(world: World) -> None:
         assert world.experiment in seen or world.model in seen
     workspaces = world.http.get("/api/v1/workspaces", headers=world.headers["outsider"]).json()
     assert world.workspace not in {w["id"] for w in workspaces}
+
+
+def test_outsiders_see_the_workspaces_queued_runs_without_whose_they_are(world: World) -> None:
+    """The world's trial holds a RUNNING run: every user sees its place, only readers see what it is."""
+
+    def entries(who: str) -> list[dict[str, Any]]:
+        response = world.http.get("/api/v1/job-queues", headers=world.headers[who])
+        assert response.status_code == 200, response.text
+        return [e for e in response.json() if e["allocation_id"] in allocations]
+
+    readable = world.http.get(f"/api/v1/trials/{world.trial}/runs", headers=world.headers["viewer"]).json()
+    allocations = {
+        run["allocation_id"] for run in readable if run["state"] in ("PENDING", "ASSIGNED", "RUNNING")
+    }
+    assert allocations
+    for entry in entries("viewer"):
+        assert (entry["experiment_id"], entry["trial_id"]) == (world.experiment, world.trial)
+    hidden = entries("outsider")
+    assert hidden and all(
+        (e["experiment_id"], e["trial_id"], e["experiment_name"], e["owner"]) == (None, None, None, None)
+        for e in hidden
+    )
+    files = world.http.get(f"/api/v1/experiments/{world.experiment}/context", headers=world.headers["viewer"])
+    assert files.json() == {"files": [{"path": "train.py", "size": files.json()["files"][0]["size"]}]}
 
 
 def test_a_model_version_cannot_pin_someone_elses_checkpoint(world: World) -> None:

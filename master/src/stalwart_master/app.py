@@ -19,8 +19,11 @@ from stalwart_master.api import (
     allocations,
     audit,
     auth,
+    cluster,
+    context_files,
     contexts,
     docs_page,
+    etag,
     experiments,
     lineage,
     master,
@@ -30,6 +33,7 @@ from stalwart_master.api import (
     problems,
     security_headers,
     trials,
+    webui,
     workspaces,
 )
 from stalwart_master.api.deps import public_routes
@@ -115,6 +119,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     app.state.sessions = sessions
     gc_jobs.install_outbox()
     problems.install(app)
+    etag.install(app)  # before the security headers: its Cache-Control stands
     metrics.install(app)
     security_headers.install(app, settings)
     for module in (master, auth):
@@ -131,8 +136,11 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         lineage,
         workspaces,
         audit,
+        cluster,
+        context_files,
     ):
         app.include_router(module.router)
     openapi.install(app, public_routes(app.routes))
     docs_page.install(app)
+    webui.install(app, settings)  # last: it answers what no route took
     return app

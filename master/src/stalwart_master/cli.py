@@ -111,5 +111,24 @@ def db_dump_schema(
         typer.echo(text, nl=False)
 
 
+@app.command()
+def openapi(
+    output: Annotated[Path | None, typer.Option(help="Write here instead of stdout")] = None,
+) -> None:
+    """Print the REST API's OpenAPI document; the web UI's typed client is generated from it."""
+    import json
+
+    from stalwart_master.app import create_app
+    from stalwart_master.settings import DatabaseSettings, Settings
+
+    # Building the app opens no connection: the placeholder URL is never dialled.
+    settings = Settings(database=DatabaseSettings(url="postgresql://openapi.invalid/none"))
+    text = json.dumps(create_app(settings, migrate=False).openapi(), indent=2, sort_keys=True) + "\n"
+    if output:
+        output.write_text(text)
+    else:
+        typer.echo(text, nl=False)
+
+
 def main() -> None:
     app()

@@ -190,6 +190,8 @@ class Settings(BaseSettings):
 
     environment: Literal["development", "production"] = "development"
     data_dir: Path = Path("~/.stalwart")
+    # The built web UI (index.html and assets/); unset: the package's copy, else the repo's webui/dist.
+    webui_dir: Path | None = None
     cluster_name: str = "stalwart"
     log_level: str = "INFO"
     # An agent silent this long is lost: its runs end and its trials resume elsewhere.
@@ -229,6 +231,11 @@ class Settings(BaseSettings):
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
+
+    @field_validator("webui_dir")
+    @classmethod
+    def _expand_webui(cls, value: Path | None) -> Path | None:
+        return None if value is None else value.expanduser()
 
     def effective_experiment_defaults(self) -> dict[str, Any]:
         """Cluster defaults; checkpoints go under the data dir unless the operator says otherwise."""

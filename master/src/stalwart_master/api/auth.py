@@ -10,6 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from stalwart_master.api import audit
 from stalwart_master.api.deps import (
+    CSRF_COOKIE,
+    SESSION_COOKIE,
     AdminCaller,
     CurrentUser,
     Public,
@@ -17,6 +19,7 @@ from stalwart_master.api.deps import (
     SettingsDep,
     UserCaller,
     client_address,
+    csrf_token,
 )
 from stalwart_master.db.orm import Token
 from stalwart_master.errors import Unauthorized
@@ -52,7 +55,10 @@ def login(
     settings: SettingsDep,
 ) -> LoginResponse:
     """429 with ``Retry-After`` after too many failures for the user name or the address; an
-    unknown user name costs the same time as a wrong password."""
+    unknown user name costs the same time as a wrong password. With ``cookie`` the session is set
+    as the HttpOnly ``stalwart_session`` cookie beside a ``stalwart_csrf`` one, and ``token`` is
+    null: requests the cookie authenticates, other than GET, HEAD and OPTIONS, must send that
+    CSRF value as ``X-CSRF-Token``."""
     address = client_address(request)
     throttle = _throttle(request, settings)
     try:
@@ -86,13 +92,37 @@ def login(
     )
     session.commit()
     response.headers["Cache-Control"] = "no-store"
-    return LoginResponse(token=issued.secret, user=UserOut.model_validate(issued.user))
+    user = UserOut.model_validate(issued.user)
+    if body.cookie:
+        _set_session_cookies(request, response, issued.secret, settings.auth.token_ttl_hours * 3600)
+        return LoginResponse(token=None, user=user)
+    return LoginResponse(token=issued.secret, user=user)
+
+
+def _set_session_cookies(request: Request, response: Response, secret: str, max_age: int) -> None:
+    """The session where the page's scripts cannot read it (HttpOnly), and its CSRF value where
+    they can; SameSite=Strict keeps other sites' pages from sending either."""
+    secure = request.url.scheme == "https"
+    response.set_cookie(
+        SESSION_COOKIE, secret, max_age=max_age, path="/", secure=secure, httponly=True, samesite="strict"
+    )
+    response.set_cookie(
+        CSRF_COOKIE, csrf_token(secret), max_age=max_age, path="/", secure=secure, samesite="strict"
+    )
+
+
+def _clear_session_cookies(request: Request, response: Response) -> None:
+    secure = request.url.scheme == "https"
+    response.delete_cookie(SESSION_COOKIE, path="/", secure=secure, httponly=True, samesite="strict")
+    response.delete_cookie(CSRF_COOKIE, path="/", secure=secure, samesite="strict")
 
 
 @router.post("/auth/logout", status_code=status.HTTP_204_NO_CONTENT)
-def logout(caller: UserCaller, session: SessionDep) -> None:
+def logout(caller: UserCaller, request: Request, response: Response, session: SessionDep) -> None:
+    """Revokes the session (or token) that calls it and clears the browser's session cookies."""
     users_service.revoke_token(session, caller.token.id)
     session.commit()
+    _clear_session_cookies(request, response)
 
 
 @router.get("/me", response_model=UserOut)

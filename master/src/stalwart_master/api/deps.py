@@ -4,10 +4,18 @@ Every route declares which kinds of credential may call it by depending on exact
 :class:`Allow` (through the aliases below: ``CurrentUser``, ``AdminUser``, ``AgentCaller``,
 ``AllocationDep``, ``UserOrAllocation``, ``Public``). ``tests/security/test_route_credentials.py``
 walks the app's route table and fails for a route without one, so no route can forget.
+
+A credential comes as a bearer token or, for the web UI, as the ``stalwart_session`` cookie that
+``POST /api/v1/auth/login`` sets with ``cookie: true``. The browser sends a cookie on its own, so a
+cookie is only ever a login session and every state change made with one must also carry the
+``X-CSRF-Token`` header: a value derived from the session, which only a page of the master's own
+origin can read (from the ``stalwart_csrf`` cookie) and so send.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
@@ -42,6 +50,42 @@ SessionDep = Annotated[Session, Depends(get_session)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 
 _bearer = HTTPBearer(auto_error=False, description="A session from POST /api/v1/auth/login or an API token")
+
+SESSION_COOKIE = "stalwart_session"
+CSRF_COOKIE = "stalwart_csrf"
+CSRF_HEADER = "X-CSRF-Token"
+# Methods that change nothing; every other one needs the CSRF header when a cookie authenticates it.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_CSRF_PURPOSE = b"stalwart csrf v1"
+
+
+def csrf_token(session_secret: str) -> str:
+    """The CSRF value of a cookie session: derived from its secret, so nothing more is stored, and
+    one-way, so the page that reads it learns nothing about the secret."""
+    return hmac.new(session_secret.encode(), _CSRF_PURPOSE, hashlib.sha256).hexdigest()
+
+
+def _presented_secret(request: Request, credentials: HTTPAuthorizationCredentials | None) -> tuple[str, bool]:
+    """The secret the request carries and whether it came in the session cookie (a bearer wins)."""
+    # HTTPBearer hands over only a well-formed "Bearer <token>"; anything else reads as absent.
+    if credentials is not None and credentials.credentials:
+        return credentials.credentials, False
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie:
+        return cookie, True
+    raise Unauthorized(
+        f"missing bearer token or {SESSION_COOKIE} cookie; log in with POST /api/v1/auth/login"
+    )
+
+
+def _check_csrf(request: Request, session_secret: str) -> None:
+    if request.method in SAFE_METHODS:
+        return
+    presented = request.headers.get(CSRF_HEADER, "")
+    if not hmac.compare_digest(presented.encode(), csrf_token(session_secret).encode()):
+        raise Forbidden(
+            f"missing or wrong CSRF token; send the {CSRF_COOKIE} cookie's value as {CSRF_HEADER}"
+        )
 
 
 class Credential(StrEnum):
@@ -100,12 +144,16 @@ class Allow:
     ) -> Caller | None:
         if self.public:
             return None
-        if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
-            raise Unauthorized("missing bearer token; log in with POST /api/v1/auth/login")
-        if len(credentials.credentials) > 256:
+        secret, from_cookie = _presented_secret(request, credentials)
+        if len(secret) > 256:
             raise Unauthorized("malformed token")
-        token = users_service.authenticate(session, credentials.credentials)
+        token = users_service.authenticate(session, secret)
         kind = Credential(token.kind)
+        if from_cookie:
+            if kind is not Credential.SESSION:
+                # Only a login belongs in a browser; other tokens are sent as bearer tokens.
+                raise Unauthorized(f"the {SESSION_COOKIE} cookie must hold a login session")
+            _check_csrf(request, secret)
         if kind not in self.kinds:
             raise Forbidden(_refusal(kind))
         if self.admin and not token.user.admin:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from typing import Annotated, Any, Literal
 
@@ -7,6 +8,7 @@ from fastapi import APIRouter, Path, Query, Request, status
 
 from stalwart_master.api import audit
 from stalwart_master.api.deps import CurrentUser, SessionDep, SettingsDep, UserCaller, wake_scheduler
+from stalwart_master.db.orm import utcnow
 from stalwart_master.expconf.determined import ConfigWarning
 from stalwart_master.jobs import enqueue_experiment_deletion
 from stalwart_master.schemas.common import Page, Text, problem_responses
@@ -15,6 +17,7 @@ from stalwart_master.schemas.experiments import (
     ExperimentCreate,
     ExperimentCreated,
     ExperimentDetail,
+    ExperimentListItem,
     ExperimentMove,
     ExperimentOut,
     ExperimentPatch,
@@ -34,7 +37,7 @@ from stalwart_master.services import checkpoints as checkpoints_service
 from stalwart_master.services import experiments as experiments_service
 from stalwart_master.services import steering as steering_service
 from stalwart_master.services import versions as versions_service
-from stalwart_master.services.experiments import ExperimentFilter, OrderBy
+from stalwart_master.services.experiments import ExperimentFilter, ExperimentSummary, OrderBy
 from stalwart_master.services.states import ExperimentState
 
 log = logging.getLogger(__name__)
@@ -78,7 +81,7 @@ def create_experiment(
     return created
 
 
-@router.get("", response_model=Page[ExperimentOut], responses=problem_responses(422))
+@router.get("", response_model=Page[ExperimentListItem], responses=problem_responses(422))
 def list_experiments(
     user: CurrentUser,
     session: SessionDep,
@@ -86,32 +89,60 @@ def list_experiments(
     state: Annotated[list[ExperimentState], Query()] = [],  # noqa: B006 (FastAPI copies defaults)
     label: Annotated[list[Text], Query(max_length=100)] = [],  # noqa: B006
     name: Annotated[Text | None, Query(max_length=256)] = None,
+    q: Annotated[
+        Text | None,
+        Query(max_length=256, description="Part of the name or description (any case), or the id."),
+    ] = None,
     owner: Annotated[Text | None, Query(max_length=128)] = None,
     archived: bool | None = None,
     workspace_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
     project_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
+    sort: Annotated[OrderBy | None, Query(description="Sort key; `order_by` is its older name.")] = None,
     order_by: OrderBy = "id",
     order: Literal["asc", "desc"] = "desc",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
-) -> Page[ExperimentOut]:
+) -> Page[ExperimentListItem]:
+    """Experiments of the workspaces the caller has a role in, a page at a time, with their trials'
+    progress, count and best searcher metric; ties in the sort key go by id."""
     flt = ExperimentFilter(
         states=state,
         labels=label,
         name=name,
+        q=q.strip() or None if q else None,
         owner=owner,
         archived=archived,
         workspace_ids=authz.readable_workspace_ids(session, user),
         workspace_id=workspace_id,
         project_id=project_id,
-        order_by=order_by,
+        order_by=sort or order_by,
         descending=order == "desc",
         limit=min(limit, settings.limits.max_page_limit),
         offset=offset,
     )
-    items, total = experiments_service.list_experiments(session, flt)
-    return Page[ExperimentOut](
-        items=[ExperimentOut.model_validate(e) for e in items], total=total, limit=flt.limit, offset=offset
+    summaries, total = experiments_service.list_experiments(session, flt)
+    now = utcnow()
+    items = [_list_item(summary, now) for summary in summaries]
+    return Page[ExperimentListItem](items=items, total=total, limit=flt.limit, offset=offset)
+
+
+def _list_item(summary: ExperimentSummary, now: dt.datetime) -> ExperimentListItem:
+    experiment = summary.experiment
+    # started_at is the creation: a queued experiment has started, as in Determined's table.
+    duration = ((experiment.ended_at or now) - experiment.created_at).total_seconds()
+    return ExperimentListItem.model_validate(
+        {
+            **ExperimentOut.model_validate(experiment).model_dump(),
+            "progress": summary.progress,
+            "trial_count": summary.trial_count,
+            "best_metric": summary.best_metric,
+            "searcher_metric": summary.searcher_metric,
+            "project_name": summary.project_name,
+            "workspace_id": summary.workspace_id,
+            "workspace_name": summary.workspace_name,
+            "started_at": experiment.created_at,
+            "duration_seconds": max(0.0, duration),
+        }
     )
 
 

@@ -26,12 +26,12 @@ from stalwart_master.api.deps import (
     UserOrAllocation,
     wake_scheduler,
 )
-from stalwart_master.db.orm import Checkpoint
+from stalwart_master.db.orm import Checkpoint, Trial
 from stalwart_master.errors import FieldError, Invalid
 from stalwart_master.schemas.allocations import CheckpointOut, checkpoint_out
 from stalwart_master.schemas.common import problem_responses
 from stalwart_master.services import allocations as allocations_service
-from stalwart_master.services import authz
+from stalwart_master.services import authz, metric_series
 from stalwart_master.services import checkpoints as checkpoints_service
 from stalwart_master.services import steering as steering_service
 from stalwart_master.services import trials as trials_service
@@ -60,31 +60,76 @@ class TrialOut(BaseModel):
     end_reason: str
     created_at: dt.datetime
     ended_at: dt.datetime | None
+    latest_training: dict[str, float | None] | None = Field(
+        default=None, description="Values of the latest live training row; NaN and infinities as null."
+    )
+    latest_validation: dict[str, float | None] | None = Field(
+        default=None, description="Values of the latest live validation row; NaN and infinities as null."
+    )
+    searcher_metric_value: float | None = Field(
+        default=None, description="The best value of the searcher metric validations reported so far."
+    )
+
+
+def _trials_out(session: Session, trials: list[Trial]) -> list[TrialOut]:
+    """Latest metrics of every trial in one statement, whatever the number of trials."""
+    latest = metric_series.latest_values(session, [t.id for t in trials])
+    out = []
+    for trial in trials:
+        shaped = TrialOut.model_validate(trial)
+        shaped.latest_training = latest.get((trial.id, "training"))
+        shaped.latest_validation = latest.get((trial.id, "validation"))
+        shaped.searcher_metric_value = trial.best_validation
+        out.append(shaped)
+    return out
 
 
 @router.get("/experiments/{experiment_id}/trials", response_model=list[TrialOut])
 def list_trials(experiment_id: ExperimentId, user: CurrentUser, session: SessionDep) -> list[TrialOut]:
     authz.experiment_for(session, user, experiment_id)
-    return [TrialOut.model_validate(t) for t in trials_service.list_trials(session, experiment_id)]
+    return _trials_out(session, trials_service.list_trials(session, experiment_id))
 
 
 @router.get("/trials/{trial_id}", response_model=TrialOut)
 def get_trial(trial_id: TrialId, user: CurrentUser, session: SessionDep) -> TrialOut:
-    return TrialOut.model_validate(authz.trial_for(session, user, trial_id))
+    return _trials_out(session, [authz.trial_for(session, user, trial_id)])[0]
 
 
 @router.post("/trials/{trial_id}/kill", response_model=TrialOut, responses=problem_responses(403, 409))
 def kill_trial(trial_id: TrialId, caller: UserCaller, session: SessionDep, request: Request) -> TrialOut:
     """Determined's ``det trial kill``: only this trial stops (CANCELED); its experiment goes on."""
     trial = steering_service.kill_trial(session, caller.user, trial_id)
-    answer = TrialOut.model_validate(trial)
+    answer = _trials_out(session, [trial])[0]
     audit.record(session, caller, "trial.kill", "trial", trial_id)
     session.commit()
     wake_scheduler(request)
     return answer
 
 
-@router.get("/trials/{trial_id}/metrics")
+MetricName = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\x00]+$")]
+
+
+class MetricRowOut(BaseModel):
+    group: str
+    steps_completed: int
+    run_id: int
+    values: dict[str, float] = Field(description="NaN and infinities as the JSON tokens NaN, Infinity.")
+    reported_at: dt.datetime
+    archived: bool
+
+
+class MetricSeriesOut(BaseModel):
+    """What ``GET /trials/{id}/metrics`` answers (written out by hand, to keep NaN tokens)."""
+
+    items: list[MetricRowOut]
+    downsampled: bool = Field(description="Whether rows were left out by max_points.")
+    total: int = Field(description="Live rows of the group(s), drawn or not.")
+
+
+@router.get(
+    "/trials/{trial_id}/metrics",
+    responses={200: {"model": MetricSeriesOut}, **problem_responses(422)},
+)
 def trial_metrics(
     trial_id: TrialId,
     user: CurrentUser,
@@ -92,24 +137,70 @@ def trial_metrics(
     group: Annotated[str | None, Query(max_length=64, pattern=r"^[^.\x00]+$")] = None,
     limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
     include_archived: bool = False,
+    max_points: Annotated[
+        int | None,
+        Query(ge=10, le=10_000, description="Downsample each group to about this many points per metric."),
+    ] = None,
+    metric: Annotated[
+        list[MetricName], Query(max_length=100, description="Only these metric names (repeatable).")
+    ] = [],  # noqa: B006 (FastAPI copies defaults)
+    start_batches: Annotated[
+        int | None, Query(ge=0, le=2**62, description="Only steps from this one on (not with max_points).")
+    ] = None,
+    end_batches: Annotated[
+        int | None, Query(ge=0, le=2**62, description="Only steps before this one (not with max_points).")
+    ] = None,
 ) -> Response:
     """One live row per (group, step); ``include_archived`` adds the rows of earlier runs past the
-    step a later run restored. Values keep NaN and Infinity as JSON tokens (Python reads them back)."""
+    step a later run restored. Values keep NaN and Infinity as JSON tokens (Python reads them back).
+
+    With ``max_points`` each group's live rows are cut into at most ``max_points / 2`` step ranges, and per
+    range and metric the rows with the least and greatest value are kept (spikes survive), with the
+    first and last rows; ``limit`` does not apply. ``total`` counts the live rows of the group(s).
+    """
+    if max_points is not None and include_archived:
+        raise Invalid([FieldError("include_archived", "cannot be combined with max_points")])
+    if max_points is not None and (start_batches is not None or end_batches is not None):
+        raise Invalid([FieldError("start_batches", "a step range cannot be combined with max_points")])
     authz.trial_for(session, user, trial_id)
+    if max_points is not None:
+        series = metric_series.downsample(
+            session, trial_id, max_points=max_points, group=group, metrics=metric
+        )
+        session.commit()  # keeps the rollups a long series was just caught up to
+        found, total, downsampled = series.rows, series.total, series.downsampled
+    else:
+        found = trials_service.list_metrics(
+            session,
+            trial_id,
+            group,
+            limit,
+            include_archived=include_archived,
+            metrics=metric,
+            start_batches=start_batches,
+            end_batches=end_batches,
+        )
+        downsampled = False
+        paged = start_batches is not None or end_batches is not None
+        if len(found) < limit and not metric and not paged:  # every row is here: count them, not the table
+            total = sum(not m.archived for m in found)
+        else:
+            total = trials_service.count_live_metrics(session, trial_id, group)
     rows = [
         {
             "group": m.group,
             "steps_completed": m.steps_completed,
             "run_id": m.run_id,
-            "values": {k: trials_service.decode_value(v) for k, v in m.values.items()},
+            "values": {
+                k: trials_service.decode_value(v) for k, v in metric_series.restrict(m.values, metric).items()
+            },
             "reported_at": m.reported_at.isoformat(),
             "archived": m.archived,
         }
-        for m in trials_service.list_metrics(
-            session, trial_id, group, limit, include_archived=include_archived
-        )
+        for m in found
     ]
-    return Response(json.dumps({"items": rows}, allow_nan=True), media_type="application/json")
+    answer = {"items": rows, "downsampled": downsampled, "total": total}
+    return Response(json.dumps(answer, allow_nan=True), media_type="application/json")
 
 
 class RunOut(BaseModel):
@@ -126,6 +217,11 @@ class RunOut(BaseModel):
     exit_code: int | None
     exit_reason: str
     restored_checkpoint: uuid.UUID | None
+    last_step: int | None = Field(
+        default=None,
+        description="The furthest step this run reported a metric for (rows a later run rolled back "
+        "included); with the next run's restored checkpoint it says how many steps were redone.",
+    )
 
 
 @router.get("/trials/{trial_id}/runs", response_model=list[RunOut])
@@ -133,7 +229,9 @@ def list_runs(trial_id: TrialId, user: CurrentUser, session: SessionDep) -> list
     """First run first; ``exit_reason`` is ``exited``, ``launch failed``, ``agent lost``,
     ``preemption timeout``, ``killed``, ``drained``, ``preempted`` or ``not started``."""
     authz.trial_for(session, user, trial_id)
-    return [RunOut.model_validate(a) for a in trials_service.list_runs(session, trial_id)]
+    last_steps = trials_service.last_step_by_run(session, trial_id)
+    runs = [RunOut.model_validate(a) for a in trials_service.list_runs(session, trial_id)]
+    return [run.model_copy(update={"last_step": last_steps.get(run.run_id)}) for run in runs]
 
 
 def _described(session: Session, checkpoints: list[Checkpoint]) -> list[CheckpointOut]:

@@ -395,6 +395,35 @@ class MetricBatch(Base):
     received_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
 
 
+class MetricRollup(Base):
+    """Per fixed step bucket of a group and metric name, the least and greatest value with their
+    steps: charts of a long series read these instead of every row (services/metric_rollups.py)."""
+
+    __tablename__ = "metric_rollups"
+
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"), primary_key=True)
+    group: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    bucket: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    min_value: Mapped[float] = mapped_column(Float)
+    min_step: Mapped[int] = mapped_column(BigInteger)
+    max_value: Mapped[float] = mapped_column(Float)
+    max_step: Mapped[int] = mapped_column(BigInteger)
+    rows: Mapped[int] = mapped_column(Integer)
+
+
+class MetricRollupMark(Base):
+    """How far a group's rollups reach: buckets below ``upto_bucket`` are rolled up, and ``rows``
+    counts the live rows in them. Its row lock orders everyone who changes the rollups."""
+
+    __tablename__ = "metric_rollup_marks"
+
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"), primary_key=True)
+    group: Mapped[str] = mapped_column(String(64), primary_key=True)
+    upto_bucket: Mapped[int] = mapped_column(BigInteger)
+    rows: Mapped[int] = mapped_column(BigInteger)
+
+
 CHECKPOINT_STATES = ("COMPLETED", "DELETED", "CORRUPTED")
 
 

@@ -94,6 +94,22 @@ class ExperimentOut(BaseModel):
         return getattr(owner, "username", owner)
 
 
+class ExperimentListItem(ExperimentOut):
+    """A row of the experiments table: the experiment and what its trials add up to."""
+
+    progress: float | None = Field(description="Mean progress of its trials (0..1); null without trials.")
+    trial_count: int
+    best_metric: float | None = Field(
+        description="Best searcher metric of its trials, honouring searcher.smaller_is_better."
+    )
+    searcher_metric: str | None = Field(description="The searcher metric's name from the config.")
+    project_name: str
+    workspace_id: int
+    workspace_name: str
+    started_at: dt.datetime = Field(description="When it was created (queued runs count as started).")
+    duration_seconds: float = Field(description="From started_at to ended_at, or to now while it lasts.")
+
+
 class ExperimentDetail(ExperimentOut):
     original_config: str = Field(description="The config as submitted, with secret values masked.")
 

@@ -22,10 +22,15 @@ class LoginRequest(BaseModel):
 
     username: Text = Field(min_length=1, max_length=128)
     password: Text = Field(min_length=1, max_length=1024)
+    cookie: bool = Field(
+        default=False,
+        description="For the web UI: set the session as an HttpOnly cookie (with a CSRF cookie) "
+        "and leave `token` null",
+    )
 
 
 class LoginResponse(BaseModel):
-    token: str
+    token: str | None = Field(description="The session's secret; null when it was set as a cookie")
     user: UserOut
 
 

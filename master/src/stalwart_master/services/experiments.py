@@ -7,8 +7,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy import Select, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Select, case, func, or_, select, true
+from sqlalchemy.orm import Session, contains_eager
 
 from stalwart_master.db.orm import (
     DEFAULT_PROJECT_ID,
@@ -40,7 +40,9 @@ from stalwart_master.services.states import TERMINAL, ExperimentState, next_stat
 
 log = logging.getLogger(__name__)
 
-OrderBy = Literal["id", "name", "state", "created_at", "ended_at"]
+OrderBy = Literal[
+    "id", "name", "state", "owner", "created_at", "ended_at", "progress", "best_metric", "trial_count"
+]
 
 
 @dataclass
@@ -48,6 +50,8 @@ class ExperimentFilter:
     states: list[ExperimentState] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
     name: str | None = None
+    # Any case, part of the name or description; digits also match the id exactly.
+    q: str | None = None
     owner: str | None = None
     archived: bool | None = None
     # None: every workspace (a cluster admin); otherwise only experiments inside these.
@@ -209,8 +213,16 @@ def _filtered(query: Select[Any], flt: ExperimentFilter) -> Select[Any]:
         query = query.where(Experiment.labels.contains(flt.labels))
     if flt.name:
         query = query.where(Experiment.name.icontains(flt.name, autoescape=True))
+    if flt.q:
+        text_matches = [
+            Experiment.name.icontains(flt.q, autoescape=True),
+            Experiment.description.icontains(flt.q, autoescape=True),
+        ]
+        if flt.q.isdigit() and int(flt.q) < 2**31:
+            text_matches.append(Experiment.id == int(flt.q))
+        query = query.where(or_(*text_matches))
     if flt.owner:
-        query = query.join(User, Experiment.owner_id == User.id).where(User.username == flt.owner)
+        query = query.where(Experiment.owner_id.in_(select(User.id).where(User.username == flt.owner)))
     if flt.archived is not None:
         query = query.where(Experiment.archived.is_(flt.archived))
     if flt.project_id is not None:
@@ -218,13 +230,106 @@ def _filtered(query: Select[Any], flt: ExperimentFilter) -> Select[Any]:
     return authz.in_workspaces(query, Experiment.project_id, flt.workspace_ids, flt.workspace_id)
 
 
-def list_experiments(session: Session, flt: ExperimentFilter) -> tuple[list[Experiment], int]:
-    total = session.scalar(_filtered(select(func.count(Experiment.id)), flt)) or 0
-    column = getattr(Experiment, flt.order_by)
-    order = column.desc().nulls_last() if flt.descending else column.asc().nulls_last()
+@dataclass(frozen=True)
+class ExperimentSummary:
+    """An experiment as the experiments table shows it: with what its trials add up to."""
+
+    experiment: Experiment
+    trial_count: int
+    progress: float | None
+    best_metric: float | None
+    searcher_metric: str | None
+    project_name: str
+    workspace_id: int
+    workspace_name: str
+
+
+def _trial_stats() -> Select[Any]:
+    return select(
+        func.count(Trial.id).label("trial_count"),
+        func.avg(Trial.progress).label("progress"),
+        func.min(Trial.best_validation).label("lowest"),
+        func.max(Trial.best_validation).label("highest"),
+    )
+
+
+def _best(stats: Any) -> Any:
+    # Determined's default: smaller is better unless the config says false.
+    smaller_is_better = Experiment.config[("searcher", "smaller_is_better")].astext
+    return case((smaller_is_better == "false", stats.c.highest), else_=stats.c.lowest)
+
+
+def _ordered(key: Any, nullable: bool, descending: bool) -> Any:
+    # NULLS LAST only where a key can be null: on a NOT NULL column it would hide its index.
+    order = key.desc() if descending else key.asc()
+    return order.nulls_last() if nullable else order
+
+
+def _page(flt: ExperimentFilter) -> Any:
+    """The ids of one page in order, with their sort key; trial aggregates are computed here only
+    when they are the key (then for every filtered experiment, in one grouped pass over trials)."""
+    nullable = flt.order_by in ("ended_at", "progress", "best_metric")
+    if flt.order_by in ("progress", "best_metric", "trial_count"):
+        grouped = _trial_stats().add_columns(Trial.experiment_id).group_by(Trial.experiment_id).subquery()
+        keys = {
+            "progress": grouped.c.progress,
+            "best_metric": _best(grouped),
+            "trial_count": func.coalesce(grouped.c.trial_count, 0),
+        }
+        page = select(Experiment.id, keys[flt.order_by].label("key")).outerjoin(
+            grouped, grouped.c.experiment_id == Experiment.id
+        )
+    elif flt.order_by == "owner":
+        page = select(Experiment.id, User.username.label("key")).join(User, User.id == Experiment.owner_id)
+    else:
+        page = select(Experiment.id, getattr(Experiment, flt.order_by).label("key"))
+    key = page.selected_columns.key
     tiebreak = Experiment.id.desc() if flt.descending else Experiment.id.asc()
-    query = _filtered(select(Experiment), flt).order_by(order, tiebreak).limit(flt.limit).offset(flt.offset)
-    return list(session.scalars(query)), total
+    page = _filtered(page, flt).order_by(_ordered(key, nullable, flt.descending), tiebreak)
+    return page.limit(flt.limit).offset(flt.offset).subquery("page"), nullable
+
+
+def list_experiments(session: Session, flt: ExperimentFilter) -> tuple[list[ExperimentSummary], int]:
+    """One page with what its trials add up to, in one statement: the page is chosen first, then
+    each of its experiments gets its trial aggregates from a lateral subquery over
+    ix_trials_experiment_id, so the cost follows the page size, not the number of experiments."""
+    total = session.scalar(_filtered(select(func.count(Experiment.id)), flt)) or 0
+    page, nullable = _page(flt)
+    stats = _trial_stats().where(Trial.experiment_id == Experiment.id).lateral("stats")
+    tiebreak = page.c.id.desc() if flt.descending else page.c.id.asc()
+    query = (
+        select(
+            Experiment,
+            stats.c.trial_count,
+            stats.c.progress,
+            _best(stats),
+            Experiment.config[("searcher", "metric")].astext,
+            Project.name,
+            Workspace.id,
+            Workspace.name,
+        )
+        .select_from(page)
+        .join(Experiment, Experiment.id == page.c.id)
+        .join(stats, true())
+        .join(User, User.id == Experiment.owner_id)
+        .join(Project, Project.id == Experiment.project_id)
+        .join(Workspace, Workspace.id == Project.workspace_id)
+        .options(contains_eager(Experiment.owner))
+        .order_by(_ordered(page.c.key, nullable, flt.descending), tiebreak)
+    )
+    return [
+        ExperimentSummary(
+            experiment=row[0],
+            trial_count=int(row[1]),
+            progress=None if row[2] is None else float(row[2]),
+            best_metric=None if row[3] is None else float(row[3]),
+            searcher_metric=row[4],
+            project_name=row[5],
+            workspace_id=row[6],
+            workspace_name=row[7],
+        )
+        for row in session.execute(query)
+    ], total
 
 
 def require_change(session: Session, actor: User, experiment: Experiment) -> None:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
+import sys
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import ColumnElement, Text, cast, func, select, update
+from sqlalchemy.dialects.postgresql import ARRAY, array, insert
 from sqlalchemy.orm import Session
 
 from stalwart_master.db.orm import (
@@ -25,6 +27,7 @@ from stalwart_master.db.orm import (
 )
 from stalwart_master.errors import Conflict, ErrorList, Forbidden, NotFound
 from stalwart_master.services import gc as gc_service
+from stalwart_master.services import metric_rollups
 from stalwart_master.services import storage as storage_service
 from stalwart_master.services.states import LIVE_ALLOCATION
 
@@ -108,6 +111,9 @@ def ingest_metrics(
         for key, value in report.values.items():
             if not isinstance(value, int | float) or isinstance(value, bool):
                 errors.add(f"metrics.{i}.values.{key}", "must be a number")
+            elif isinstance(value, int) and abs(value) > sys.float_info.max:
+                # Charts and comparisons read values as float8; such an integer has no float.
+                errors.add(f"metrics.{i}.values.{key}", "must be within the range of a 64-bit float")
     errors.raise_if_any(title="Invalid metrics")
     new_batch = session.execute(
         insert(MetricBatch)
@@ -135,6 +141,7 @@ def ingest_metrics(
         .returning(Metric.group, Metric.steps_completed, Metric.values),
         rows,
     ).all()
+    metric_rollups.after_ingest(session, trial.id, ((group, steps) for group, steps, _ in stored))
     experiment = session.get(Experiment, trial.experiment_id)
     assert experiment is not None
     metric_name, smaller = _searcher_metric(experiment)
@@ -179,10 +186,11 @@ def archive_metrics_after(session: Session, trial: Trial, run_id: int, steps: in
             Metric.archived.is_(False),
         )
         .values(archived=True)
-        .returning(Metric.id)
+        .returning(Metric.group, Metric.steps_completed)
     ).all()
     if not archived:
         return 0
+    metric_rollups.forget(session, trial.id, ((group, step) for group, step in archived))
     live = (Metric.trial_id == trial.id, Metric.archived.is_(False))
     top = session.scalar(select(func.max(Metric.steps_completed)).where(*live))
     trial.steps_completed = max(steps, int(top or 0))
@@ -211,15 +219,43 @@ def list_metrics(
     limit: int = 10_000,
     *,
     include_archived: bool = False,
+    metrics: Sequence[str] = (),
+    start_batches: int | None = None,
+    end_batches: int | None = None,
 ) -> list[Metric]:
-    """Live rows in step order (one per group and step); archived ones too on request."""
+    """Live rows in step order (one per group and step); archived ones too on request; with
+    ``metrics``, only rows holding at least one of those names; steps within
+    ``[start_batches, end_batches)`` when given (a reader pages through a long series this way)."""
     query = select(Metric).where(Metric.trial_id == trial_id)
+    if start_batches is not None:
+        query = query.where(Metric.steps_completed >= start_batches)
+    if end_batches is not None:
+        query = query.where(Metric.steps_completed < end_batches)
     if group:
         query = query.where(Metric.group == group)
     if not include_archived:
         query = query.where(Metric.archived.is_(False))
+    if metrics:
+        query = query.where(Metric.values.has_any(cast(array(list(metrics)), ARRAY(Text))))
     order = (Metric.steps_completed, Metric.run_id, Metric.group)
     return list(session.scalars(query.order_by(*order).limit(limit)))
+
+
+def count_live_metrics(session: Session, trial_id: int, group: str | None = None) -> int:
+    query = select(func.count()).where(Metric.trial_id == trial_id, Metric.archived.is_(False))
+    if group:
+        query = query.where(Metric.group == group)
+    return int(session.scalar(query) or 0)
+
+
+def last_step_by_run(session: Session, trial_id: int) -> dict[int, int]:
+    """Each run's furthest reported step, archived rows included: what a restart rolled back."""
+    query = (
+        select(Metric.run_id, func.max(Metric.steps_completed))
+        .where(Metric.trial_id == trial_id)
+        .group_by(Metric.run_id)
+    )
+    return {int(run_id): int(step) for run_id, step in session.execute(query)}
 
 
 def list_runs(session: Session, trial_id: int) -> list[Allocation]:
