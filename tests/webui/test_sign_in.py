@@ -64,3 +64,35 @@ def test_sign_in_survives_a_reload_and_sign_out_or_a_revoked_session_return_to_s
     expect(page).to_have_url(re.compile(r"/sign-in"))
     expect(page.get_by_role("heading", name="Sign in to Stalwart")).to_be_visible()
     assert ui.dialogs == []
+
+
+def test_the_dashboard_is_usable_by_keyboard_alone(
+    browse: Callable[..., UiSession], live_master: Any
+) -> None:
+    ui = browse()
+    page = ui.open("/sign-in")
+    # The form starts focused on the user name; Tab moves on, Enter submits.
+    page.keyboard.type(live_master.admin_username)
+    page.keyboard.press("Tab")
+    page.keyboard.type(live_master.admin_password)
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(re.compile(r"/experiments$"))
+    expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+
+    # The first Tab reaches the skip link, which jumps past the navigation to the page itself.
+    page.keyboard.press("Tab")
+    expect(page.locator(":focus")).to_have_text("Skip to content")
+    page.keyboard.press("Enter")
+    expect(page.locator(":focus")).to_have_attribute("id", "main")
+
+    # From the top, Tab walks the navigation in order; Enter follows a link.
+    page.goto(f"{live_master.url}/experiments")
+    expect(page.get_by_role("heading", name="Experiments")).to_be_visible()
+    for _ in range(8):
+        page.keyboard.press("Tab")
+        if page.locator(":focus").text_content() == "Cluster":
+            break
+    expect(page.locator(":focus")).to_have_text("Cluster")
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(re.compile(r"/cluster$"))
+    expect(page.get_by_role("heading", name="Cluster")).to_be_visible()
