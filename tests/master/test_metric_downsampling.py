@@ -9,25 +9,11 @@ import uuid
 from typing import Any
 
 import pytest
+from metric_support import paused_trial, seed_sql
 from registry_support import start_trial
-from sqlalchemy import select, text
-
-from stalwart_master.db.orm import Trial
 
 pytestmark = pytest.mark.integration
 CONFIG = "name: charts\nentrypoint: python3 train.py\nsearcher: {name: single, metric: loss}\n"
-
-
-def _trial(admin: Any) -> int:
-    experiment = admin.post("/api/v1/experiments", json={"config": CONFIG, "paused": True}).json()
-    with admin.app_ref.state.sessions() as session:
-        return int(session.scalars(select(Trial.id).where(Trial.experiment_id == experiment["id"])).one())
-
-
-def _seed(admin: Any, trial_id: int, sql: str, **params: Any) -> None:
-    """Rows written straight into PostgreSQL: one INSERT ... SELECT generate_series statement."""
-    with admin.app_ref.state.sessions.begin() as session:
-        session.execute(text(sql), {"trial": trial_id, **params})
 
 
 SERIES = """
@@ -45,8 +31,8 @@ def _metrics(admin: Any, trial_id: int, **params: Any) -> dict[str, Any]:
 
 
 def test_a_single_spike_survives_downsampling_with_the_first_and_last_steps(admin) -> None:  # type: ignore[no-untyped-def]
-    trial_id = _trial(admin)
-    _seed(admin, trial_id, SERIES, n=20_000)
+    trial_id = paused_trial(admin, CONFIG)
+    seed_sql(admin, trial_id, SERIES, n=20_000)
     answer = _metrics(admin, trial_id, max_points=100, metric="loss")
     steps = [row["steps_completed"] for row in answer["items"]]
     assert answer["downsampled"] is True and answer["total"] == 20_000
@@ -59,10 +45,10 @@ def test_a_single_spike_survives_downsampling_with_the_first_and_last_steps(admi
 
 
 def test_without_a_metric_filter_every_metric_keeps_its_extremes_even_one_only_mid_series(admin) -> None:  # type: ignore[no-untyped-def]
-    trial_id = _trial(admin)
-    _seed(admin, trial_id, SERIES, n=20_000)
+    trial_id = paused_trial(admin, CONFIG)
+    seed_sql(admin, trial_id, SERIES, n=20_000)
     # A metric that only some rows in the middle report, with its own spike.
-    _seed(
+    seed_sql(
         admin,
         trial_id,
         """UPDATE metrics SET values = values || jsonb_build_object('grad', CASE WHEN steps_completed = 10005
@@ -77,9 +63,9 @@ def test_without_a_metric_filter_every_metric_keeps_its_extremes_even_one_only_m
 
 
 def test_groups_are_downsampled_apart_and_sorted_by_group_then_steps(admin) -> None:  # type: ignore[no-untyped-def]
-    trial_id = _trial(admin)
-    _seed(admin, trial_id, SERIES, n=5_000)
-    _seed(
+    trial_id = paused_trial(admin, CONFIG)
+    seed_sql(admin, trial_id, SERIES, n=5_000)
+    seed_sql(
         admin,
         trial_id,
         """INSERT INTO metrics (trial_id, run_id, "group", steps_completed, values)
@@ -96,17 +82,17 @@ def test_groups_are_downsampled_apart_and_sorted_by_group_then_steps(admin) -> N
 
 
 def test_archived_rows_are_never_drawn_and_non_finite_values_are_kept_as_extremes(admin) -> None:  # type: ignore[no-untyped-def]
-    trial_id = _trial(admin)
-    _seed(admin, trial_id, SERIES.replace("1, 'training'", "2, 'training'"), n=20_000)
+    trial_id = paused_trial(admin, CONFIG)
+    seed_sql(admin, trial_id, SERIES.replace("1, 'training'", "2, 'training'"), n=20_000)
     # An earlier run's rows past a restored checkpoint: archived, with values that would stand out.
-    _seed(
+    seed_sql(
         admin,
         trial_id,
         """INSERT INTO metrics (trial_id, run_id, "group", steps_completed, values, archived)
            SELECT :trial, 1, 'training', s, jsonb_build_object('loss', 1e9), true
            FROM generate_series(15000, 15100) s""",
     )
-    _seed(
+    seed_sql(
         admin,
         trial_id,
         """UPDATE metrics SET values = jsonb_build_object('loss', CASE steps_completed WHEN 3000 THEN 'NaN'
@@ -122,7 +108,7 @@ def test_archived_rows_are_never_drawn_and_non_finite_values_are_kept_as_extreme
 
 
 def test_max_points_is_bounded_and_not_combined_with_archived_rows(admin) -> None:  # type: ignore[no-untyped-def]
-    trial_id = _trial(admin)
+    trial_id = paused_trial(admin, CONFIG)
     for params in ({"max_points": 5}, {"max_points": 10_001}, {"max_points": 100, "include_archived": True}):
         response = admin.get(f"/api/v1/trials/{trial_id}/metrics", params=params)
         assert response.status_code == 422, (params, response.text)
@@ -130,9 +116,9 @@ def test_max_points_is_bounded_and_not_combined_with_archived_rows(admin) -> Non
 
 
 def test_without_max_points_the_rows_are_as_before_and_the_metric_filter_applies(admin) -> None:  # type: ignore[no-untyped-def]
-    trial_id = _trial(admin)
-    _seed(admin, trial_id, SERIES, n=30)
-    _seed(
+    trial_id = paused_trial(admin, CONFIG)
+    seed_sql(admin, trial_id, SERIES, n=30)
+    seed_sql(
         admin,
         trial_id,
         """INSERT INTO metrics (trial_id, run_id, "group", steps_completed, values)
@@ -160,15 +146,15 @@ def test_the_trials_table_gets_latest_live_metrics_and_the_best_searcher_metric(
     assert created.status_code == 201, created.text
     trials = admin.get(f"/api/v1/experiments/{created.json()['id']}/trials").json()
     first, second = (t["id"] for t in trials)
-    _seed(admin, first, SERIES, n=10)
-    _seed(
+    seed_sql(admin, first, SERIES, n=10)
+    seed_sql(
         admin,
         first,
         """INSERT INTO metrics (trial_id, run_id, "group", steps_completed, values, archived) VALUES
            (:trial, 1, 'validation', 5, '{"loss": 0.25, "acc": "NaN"}', false),
            (:trial, 1, 'validation', 8, '{"loss": 0.5, "acc": 0.7}', true)""",
     )
-    _seed(admin, first, "UPDATE trials SET best_validation = 0.25 WHERE id = :trial")
+    seed_sql(admin, first, "UPDATE trials SET best_validation = 0.25 WHERE id = :trial")
     by_id = {t["id"]: t for t in admin.get(f"/api/v1/experiments/{created.json()['id']}/trials").json()}
     assert by_id[first]["latest_training"] == {"loss": 1 / 11, "lr": 0.1}
     assert by_id[first]["latest_validation"] == {"loss": 0.25, "acc": None}  # archived row skipped
@@ -195,8 +181,8 @@ def test_a_metric_value_beyond_the_float_range_is_refused(admin) -> None:  # typ
 
 
 def test_a_long_series_pages_by_step_range_and_a_range_is_not_combined_with_max_points(admin) -> None:  # type: ignore[no-untyped-def]
-    trial_id = _trial(admin)
-    _seed(admin, trial_id, SERIES, n=250)
+    trial_id = paused_trial(admin, CONFIG)
+    seed_sql(admin, trial_id, SERIES, n=250)
     seen: list[int] = []
     start = 0
     while True:

@@ -10,27 +10,17 @@ from collections.abc import Iterable
 from typing import Any
 
 import pytest
+from metric_support import paused_trial, seed_sql
 from registry_support import start_trial
-from sqlalchemy import select, text
+from sqlalchemy import select
 
-from stalwart_master.db.orm import Metric, MetricRollup, MetricRollupMark, Trial
+from stalwart_master.db.orm import Metric, MetricRollup, MetricRollupMark
 from stalwart_master.services import metric_series
 from stalwart_master.services import trials as trials_service
 from stalwart_master.services.metric_rollups import BUCKET_STEPS
 
 pytestmark = pytest.mark.integration
 CONFIG = "name: rollups\nentrypoint: python3 train.py\nsearcher: {name: single, metric: loss}\n"
-
-
-def _trial(admin: Any) -> int:
-    experiment = admin.post("/api/v1/experiments", json={"config": CONFIG, "paused": True}).json()
-    with admin.app_ref.state.sessions() as session:
-        return int(session.scalars(select(Trial.id).where(Trial.experiment_id == experiment["id"])).one())
-
-
-def _seed(admin: Any, trial_id: int, sql: str, **params: Any) -> None:
-    with admin.app_ref.state.sessions.begin() as session:
-        session.execute(text(sql), {"trial": trial_id, **params})
 
 
 def _ingest(admin: Any, trial_id: int, run_id: int, reports: Iterable[tuple[int, dict[str, Any]]]) -> None:
@@ -96,8 +86,8 @@ FROM generate_series(1, :n) s
 
 
 def test_a_long_series_drawn_from_rollups_keeps_its_spike_and_ends_as_a_full_pass_would(admin) -> None:  # type: ignore[no-untyped-def]
-    trial_id = _trial(admin)
-    _seed(admin, trial_id, SERIES, n=200_000)
+    trial_id = paused_trial(admin, CONFIG)
+    seed_sql(admin, trial_id, SERIES, n=200_000)
     answer = _metrics(admin, trial_id, max_points=1000, metric="loss")
     steps = [row["steps_completed"] for row in answer["items"]]
     assert answer["downsampled"] is True and answer["total"] == 200_000
@@ -115,9 +105,9 @@ def test_a_long_series_drawn_from_rollups_keeps_its_spike_and_ends_as_a_full_pas
 
 
 def test_rollups_kept_through_ingestion_and_late_rows_equal_a_brute_force_pass(admin) -> None:  # type: ignore[no-untyped-def]
-    trial_id = _trial(admin)
+    trial_id = paused_trial(admin, CONFIG)
     # Even steps first, straight into the table with random values; the first chart read rolls them up.
-    _seed(
+    seed_sql(
         admin,
         trial_id,
         """INSERT INTO metrics (trial_id, run_id, "group", steps_completed, values)
@@ -144,8 +134,8 @@ def test_rollups_kept_through_ingestion_and_late_rows_equal_a_brute_force_pass(a
 
 
 def test_a_restart_drops_the_rollups_of_archived_rows_so_the_chart_shows_the_new_run(admin) -> None:  # type: ignore[no-untyped-def]
-    trial_id = _trial(admin)
-    _seed(
+    trial_id = paused_trial(admin, CONFIG)
+    seed_sql(
         admin,
         trial_id,
         """INSERT INTO metrics (trial_id, run_id, "group", steps_completed, values)

@@ -41,7 +41,6 @@ from stalwart_master.db.migrate import upgrade
 from stalwart_master.db.orm import Cluster
 from stalwart_master.db.session import get_engine
 from stalwart_master.jobs import gc as gc_jobs
-from stalwart_master.scheduler import PreemptionPolicy
 from stalwart_master.scheduler.loop import SchedulerThread
 from stalwart_master.services import users as users_service
 from stalwart_master.settings import Settings, get_settings
@@ -94,11 +93,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
                     lambda: gc_jobs.republish_pending(sessions, settings),
                 )
             ],
-            preemption=PreemptionPolicy(
-                timeout=dt.timedelta(seconds=settings.preemption_timeout_seconds),
-                default=settings.scheduler_preemption,
-                pools=settings.pool_preemption,
-            ),
+            preemption=settings.preemption_policy(),
         )
         app.state.scheduler = scheduler
         scheduler.start()

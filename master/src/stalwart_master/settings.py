@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from stalwart_master.scheduler.placement import PreemptionPolicy
 
 _PLACEHOLDERS = {"admin", "changeme", "change-me", "password", "secret", "stalwart"}
 
@@ -245,6 +248,19 @@ class Settings(BaseSettings):
             {"type": "shared_fs", "host_path": str((self.data_dir / "checkpoints").resolve())},
         )
         return defaults
+
+    def preemption_policy(self) -> PreemptionPolicy:
+        """The scheduler's preemption rules, from the three settings above: the scheduler and the
+        resource-pools route read the same policy."""
+        import datetime as dt
+
+        from stalwart_master.scheduler.placement import PreemptionPolicy
+
+        return PreemptionPolicy(
+            timeout=dt.timedelta(seconds=self.preemption_timeout_seconds),
+            default=self.scheduler_preemption,
+            pools=self.pool_preemption,
+        )
 
 
 @lru_cache

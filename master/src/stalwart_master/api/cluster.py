@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 from fastapi import APIRouter
 
 from stalwart_master.api.deps import CurrentUser, SessionDep, SettingsDep
-from stalwart_master.scheduler import PreemptionPolicy
 from stalwart_master.schemas.cluster import QueueEntryOut, ResourcePoolOut
 from stalwart_master.schemas.common import problem_responses
 from stalwart_master.services import authz
@@ -28,9 +25,5 @@ def job_queue(user: CurrentUser, session: SessionDep) -> list[QueueEntryOut]:
 @router.get("/resource-pools", response_model=list[ResourcePoolOut])
 def resource_pools(_: CurrentUser, session: SessionDep, settings: SettingsDep) -> list[ResourcePoolOut]:
     """Pools named by registered agents or by queued runs, with their slot counts."""
-    policy = PreemptionPolicy(
-        timeout=dt.timedelta(seconds=settings.preemption_timeout_seconds),
-        default=settings.scheduler_preemption,
-        pools=settings.pool_preemption,
-    )
-    return [ResourcePoolOut.model_validate(p) for p in cluster_service.resource_pools(session, policy)]
+    pools = cluster_service.resource_pools(session, settings.preemption_policy())
+    return [ResourcePoolOut.model_validate(p) for p in pools]
