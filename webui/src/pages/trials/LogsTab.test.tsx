@@ -77,7 +77,7 @@ describe("LogsTab", () => {
       },
     });
     renderAt("/trials/7/logs", "/trials/:trialId/:tab", <LogsTab trialId={7} live />);
-    await waitFor(() => expect(screen.getAllByTestId("log-line")).toHaveLength(3), { timeout: 5000 });
+    await waitFor(() => expect(screen.getAllByTestId("log-line")).toHaveLength(3));
     const first = new URL(calls[0].url).searchParams;
     expect(first.get("follow")).toBe("true");
     expect(first.get("tail")).not.toBeNull();
